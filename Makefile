@@ -1,0 +1,46 @@
+# impala — make targets. `make help` lists them.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+VENV ?= .venv
+PY := $(VENV)/bin/python
+ARGS ?=
+
+.PHONY: help setup run test lint typecheck pytest proto proto-check bench chart-test clean
+
+help: ## List the targets
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
+
+setup: ## Install system packages (root), .venv, pinned packages, generated code (idempotent)
+	@bash scripts/setup.sh
+
+run: setup ## Train CartPole on the whole local stack (= impala local); ARGS="--seed 2" to pass flags
+	$(VENV)/bin/impala local $(ARGS)
+
+test: setup ## Everything CI runs: lint, typecheck, proto-check, pytest (fails when no test ran)
+	@$(MAKE) --no-print-directory lint typecheck proto-check pytest
+
+lint: ## ruff over services/, tests/ and bench/
+	$(VENV)/bin/ruff check services tests bench
+	$(VENV)/bin/ruff format --check services tests bench
+
+typecheck: ## mypy --strict over services/
+	$(VENV)/bin/mypy services/impala
+
+pytest: ## pytest only (ARGS="-k vtrace" to filter); exit code 5 (no tests) fails
+	$(PY) -m pytest -q -ra $(ARGS); rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$rc
+
+proto: ## Regenerate Python code from proto/
+	@bash scripts/proto.sh
+
+proto-check: ## Fail when generated code is stale
+	@bash scripts/proto.sh --check
+
+bench: setup ## Benchmarks against bare baselines; writes bench/results/latest.json
+	$(VENV)/bin/impala bench all $(ARGS)
+
+chart-test: setup ## Render, lint and validate the Helm chart and monitoring rules
+	$(PY) -m pytest -q tests/chart tests/monitoring
+
+clean: ## Remove the venv, caches and run outputs
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis runs bench/results
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -1,0 +1,3 @@
+from impala.cli import main
+
+main()

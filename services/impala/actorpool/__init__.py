@@ -1,0 +1,1 @@
+"""ActorPool ingress: the gRPC server env clients dial into (inverted actor link)."""

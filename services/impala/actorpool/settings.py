@@ -1,0 +1,43 @@
+"""Settings of the ActorPool ingress (`impala actorpool`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Self
+
+from pydantic import Field, model_validator
+
+from impala.core.settings import ModelSettings, TokenSettings
+
+
+class ActorPoolSettings(TokenSettings, ModelSettings):
+    """gRPC ingress for env clients: batched inference, rollout building, backpressure."""
+
+    host: str = Field("0.0.0.0", description="Address to listen on.")
+    port: int = Field(50051, ge=0, le=65535, description="gRPC port for env clients (0 = any free port).")
+    pool_id: str = Field("", description="Replica id stamped on rollouts and status; default: hostname-pid.")
+    unroll_length: int = Field(80, ge=1, le=10_000, description="T, steps per rollout.")
+    max_batch_size: int = Field(1024, ge=1, le=65_536, description="Most env observations in one inference pass.")
+    batch_timeout_s: float = Field(0.002, ge=0.0, le=1.0, description="Longest wait for a fuller inference batch.")
+    max_envs_per_client: int = Field(256, ge=1, le=65_536, description="Largest num_envs a client may declare.")
+    max_clients: int = Field(1024, ge=1, le=100_000, description="Most concurrent client streams; more are refused.")
+    max_message_bytes: int = Field(16 * 1024 * 1024, ge=1024, description="Largest accepted gRPC message.")
+    handshake_timeout_s: float = Field(10.0, gt=0, description="A client that sends no Hello within this is dropped.")
+    idle_timeout_s: float = Field(300.0, gt=0, description="A client silent this long between steps is dropped.")
+    weights_address: str = Field("", description="host:port of the weight service; empty = keep the initial weights.")
+    checkpoint: Path | None = Field(None, description="Checkpoint file to load initial weights from.")
+    tls_cert: Path | None = Field(None, description="PEM certificate; with tls_key serves TLS.")
+    tls_key: Path | None = Field(None, description="PEM private key for tls_cert.")
+    buffer_capacity: int = Field(4096, ge=1, description="Rollouts the Redis stream may hold before backpressure.")
+    shed_when_full: bool = Field(
+        False, description="Drop (count and log) rollouts when the buffer is full instead of waiting."
+    )
+    drain_grace_s: float = Field(10.0, ge=0, description="Seconds running streams get on SIGTERM.")
+    status_interval_s: float = Field(1.0, gt=0, description="Period of the status heartbeat written to Redis.")
+    seed: int = Field(0, description="Seed of the action sampler.")
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> Self:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key must be set together")
+        return self

@@ -1,0 +1,1 @@
+"""Redis Streams rollout buffer: producer (pools) and consumer (learner)."""

@@ -1,0 +1,1 @@
+"""Environment client SDK and `impala env`."""

@@ -1,0 +1,21 @@
+"""Settings of the control API (`impala control`)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from impala.core.settings import TokenSettings
+
+
+class ControlSettings(TokenSettings):
+    """Stateless FastAPI app: commands travel to the learner and pools through Redis."""
+
+    host: str = Field("0.0.0.0", description="Address to listen on.")
+    port: int = Field(8080, ge=0, le=65535, description="HTTP port.")
+    namespace: str = Field("", description="Kubernetes namespace of the ActorPool Deployment; default: the pod's own.")
+    actorpool_deployment: str = Field("impala-actorpool", description="Name of the ActorPool Deployment to scale.")
+    max_actorpool_replicas: int = Field(64, ge=1, description="Upper bound accepted by PUT /v1/actorpool/replicas.")
+    learner_timeout_s: float = Field(
+        30.0, gt=0, description="A learner heartbeat older than this means the learner is gone."
+    )
+    checkpoint_wait_s: float = Field(120.0, gt=0, description="Longest wait of POST /v1/checkpoints?wait=true.")

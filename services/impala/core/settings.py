@@ -1,0 +1,82 @@
+"""Settings base: one pydantic-settings class per service, environment prefix ``IMPALA_``.
+
+Field names are the Helm chart's ``config`` keys of that service (tests/chart checks the parity), so
+``IMPALA_UNROLL_LENGTH`` in a pod and ``--unroll-length`` on the CLI set the same field.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar, Self
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ServiceSettings(BaseSettings):
+    """Fields every service shares. Subclasses add their own; every field carries a description."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="IMPALA_", extra="forbid", validate_default=True, frozen=True, populate_by_name=True
+    )
+    service_name: ClassVar[str] = "impala"
+
+    run: str = Field(
+        "default",
+        pattern=r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$",
+        description="Run name; scopes every Redis key.",
+    )
+    redis_url: str = Field("redis://127.0.0.1:6379/0", description="Redis URL (redis:// or rediss://).")
+    log_level: str = Field("INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$", description="Log level.")
+    log_format: str = Field("json", pattern=r"^(json|text)$", description="Log line format.")
+    metrics_port: int = Field(0, ge=0, le=65535, description="Port of the Prometheus /metrics endpoint; 0 disables it.")
+
+    def public_dict(self) -> dict[str, Any]:
+        """The settings as JSON-safe values with every secret masked (for logs and config.json)."""
+        out: dict[str, Any] = {}
+        for key, value in self.model_dump().items():
+            if isinstance(value, SecretStr):
+                out[key] = "**********" if value.get_secret_value() else ""
+            elif isinstance(value, Path):
+                out[key] = str(value)
+            else:
+                out[key] = value
+        return out
+
+
+class TokenSettings(ServiceSettings):
+    """Bearer-token authentication shared by the gRPC ingress and the control API."""
+
+    token: SecretStr = Field(SecretStr(""), description="Bearer token clients must present.")
+    token_file: Path | None = Field(None, description="File holding the bearer token (wins over token).")
+    insecure: bool = Field(False, description="Allow running without any token. Never in production.")
+
+    @model_validator(mode="after")
+    def _token_or_insecure(self) -> Self:
+        if self.token_file is not None and not self.token_file.is_file():
+            raise ValueError(f"token_file {self.token_file} does not exist")
+        if not self.insecure and not self.bearer_token():
+            raise ValueError("no token configured: set token or token_file, or pass insecure=true explicitly")
+        return self
+
+    def bearer_token(self) -> str:
+        """The configured token ('' when insecure and none is set)."""
+        if self.token_file is not None:
+            return self.token_file.read_text().strip()
+        return self.token.get_secret_value()
+
+
+class ModelSettings(BaseSettings):
+    """The policy model. ActorPool and learner must agree (the weight fingerprint enforces it)."""
+
+    env: str = Field("CartPole-v1", description="Gymnasium environment id; fixes observation spec and action count.")
+    model: str = Field(
+        "auto",
+        pattern=r"^(auto|mlp|shallow|resnet)$",
+        description="Network: auto picks mlp for vectors, shallow CNN for images.",
+    )
+    hidden_size: int = Field(64, ge=1, le=8192, description="Width of the MLP layers and of the LSTM core.")
+    use_lstm: bool = Field(False, description="Add an LSTM core (state reset at episode starts).")
+    device: str = Field(
+        "auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$", description="Torch device; auto picks CUDA when present."
+    )

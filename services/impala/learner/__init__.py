@@ -1,0 +1,1 @@
+"""Learner service: Redis rollouts in, V-trace updates, weights out, checkpoints."""

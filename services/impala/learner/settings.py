@@ -1,0 +1,42 @@
+"""Settings of the learner (`impala learner`). Hyperparameter defaults are torchbeast's; per-env
+presets (impala.core.presets) override them where they are wrong (CartPole)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+
+from impala.core.settings import ModelSettings, ServiceSettings
+
+
+class LearnerSettings(ServiceSettings, ModelSettings):
+    """Reads rollouts from Redis, runs V-trace updates, publishes weights, checkpoints."""
+
+    consumer: str = Field("", description="Consumer name in the learners group; default: hostname.")
+    unroll_length: int = Field(80, ge=1, le=10_000, description="T, steps per rollout (must match the pools).")
+    batch_size: int = Field(8, ge=1, le=4096, description="B, rollouts per update.")
+    learning_rate: float = Field(4.8e-4, gt=0, description="RMSprop learning rate (sum-reduced losses).")
+    total_steps: int = Field(
+        50_000_000, ge=1, description="Env steps over which the learning rate decays linearly to 0."
+    )
+    discounting: float = Field(0.99, ge=0, le=1, description="Discount γ.")
+    baseline_cost: float = Field(0.5, ge=0, description="Weight of the baseline loss.")
+    entropy_cost: float = Field(0.0006, ge=0, description="Weight of the entropy loss.")
+    reward_clipping: str = Field("abs_one", pattern=r"^(abs_one|none)$", description="Clip rewards to [-1, 1] or not.")
+    grad_norm_clipping: float = Field(40.0, gt=0, description="Global gradient-norm clip.")
+    rmsprop_alpha: float = Field(0.99, gt=0, lt=1, description="RMSprop smoothing constant.")
+    rmsprop_epsilon: float = Field(0.01, gt=0, description="RMSprop epsilon.")
+    rmsprop_momentum: float = Field(0.0, ge=0, lt=1, description="RMSprop momentum.")
+    publish_interval: int = Field(1, ge=1, description="Publish weights every this many updates.")
+    weights_address: str = Field("127.0.0.1:50052", description="host:port of the weight service.")
+    weights_token: str = Field("", description="Bearer token of the weight service (empty = none).")
+    checkpoint_dir: Path = Field(Path("checkpoints"), description="Directory for checkpoints.")
+    checkpoint_interval_s: float = Field(600.0, gt=0, description="Seconds between periodic checkpoints.")
+    keep_checkpoints: int = Field(3, ge=1, description="Checkpoints kept; older ones are deleted.")
+    max_policy_lag: int = Field(0, ge=0, description="Drop rollouts more than this many versions old (0 = keep all).")
+    claim_idle_s: float = Field(
+        30.0, gt=0, description="Pending entries idle this long are reclaimed from dead learners."
+    )
+    status_interval_s: float = Field(1.0, gt=0, description="Period of the status heartbeat written to Redis.")
+    seed: int = Field(0, description="Torch seed.")

@@ -1,0 +1,1 @@
+"""`impala local`: the whole stack on one machine."""

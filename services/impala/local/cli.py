@@ -1,0 +1,53 @@
+"""``impala local``: the whole stack as processes on loopback."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("local")
+    def local(
+        env: Annotated[str, typer.Option(help="Gymnasium environment id.")] = "CartPole-v1",
+        clients: Annotated[
+            int, typer.Option(min=0, help="Env client processes to start (0 = none; dial in your own).")
+        ] = 2,
+        envs_per_client: Annotated[int, typer.Option(min=1, help="Envs per client process.")] = 16,
+        pools: Annotated[int, typer.Option(min=1, help="ActorPool replicas.")] = 1,
+        target_return: Annotated[
+            float | None,
+            typer.Option(
+                help="Stop when the mean return of the last 100 episodes reaches this (default: the env's preset)."
+            ),
+        ] = None,
+        no_target: Annotated[bool, typer.Option("--no-target", help="Train without a target return.")] = False,
+        max_seconds: Annotated[float, typer.Option(min=0, help="Wall-clock budget (0 = none).")] = 0.0,
+        max_env_steps: Annotated[int, typer.Option(min=0, help="Env-step budget (0 = none).")] = 0,
+        run_dir: Annotated[Path | None, typer.Option(help="The run's directory (default runs/<name>).")] = None,
+        seed: Annotated[int, typer.Option(help="Seed of model, sampler and envs.")] = 0,
+        resume: Annotated[Path | None, typer.Option(help="Continue the run in this directory.")] = None,
+        tensorboard: Annotated[bool, typer.Option(help="Also write TensorBoard event files.")] = False,
+        live: Annotated[bool, typer.Option(help="Live rich display (off when stdout is not a terminal).")] = True,
+    ) -> None:
+        """Train on the whole stack on one machine: redis, weights, learner, control API, pools, env clients."""
+        from impala.local.stack import LocalOptions, run_local
+
+        options = LocalOptions(
+            env=env,
+            clients=clients,
+            envs_per_client=envs_per_client,
+            pools=pools,
+            target_return=None if no_target else target_return,
+            use_target=not no_target,
+            max_seconds=max_seconds,
+            max_env_steps=max_env_steps,
+            run_dir=run_dir,
+            seed=seed,
+            resume=resume,
+            tensorboard=tensorboard,
+            live=live,
+        )
+        raise typer.Exit(run_local(options))

@@ -1,0 +1,1 @@
+"""Protocol package impala.rollout (generated code under v1)."""

@@ -1,0 +1,1 @@
+"""Protocol package impala.tensor (generated code under v1)."""

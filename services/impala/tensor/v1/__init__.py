@@ -1,0 +1,1 @@
+"""Generated from proto/impala/tensor/v1 by `make proto`; never edit by hand."""

@@ -1,0 +1,1 @@
+"""Offline tools: evaluate and export checkpoints, benchmarks."""

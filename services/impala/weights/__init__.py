@@ -1,0 +1,1 @@
+"""Weight-broadcast service (torch-free)."""

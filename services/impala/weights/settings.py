@@ -1,0 +1,23 @@
+"""Settings of the weight-broadcast service (`impala weights`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+
+from impala.core.settings import ServiceSettings
+
+
+class WeightsSettings(ServiceSettings):
+    """Relays each published weight version to every subscriber; the latest also lives in Redis."""
+
+    host: str = Field("0.0.0.0", description="Address to listen on.")
+    port: int = Field(50052, ge=0, le=65535, description="gRPC port (0 = any free port).")
+    token: str = Field("", description="Bearer token publishers and subscribers present (empty = none).")
+    max_version_bytes: int = Field(1024 * 1024 * 1024, ge=1024, description="Largest accepted weight version.")
+    chunk_bytes: int = Field(
+        4 * 1024 * 1024, ge=1024, le=4 * 1024 * 1024, description="Chunk size sent to subscribers."
+    )
+    tls_cert: Path | None = Field(None, description="PEM certificate; with tls_key serves TLS.")
+    tls_key: Path | None = Field(None, description="PEM private key for tls_cert.")
