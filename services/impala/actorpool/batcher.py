@@ -1,0 +1,147 @@
+"""Dynamic batching of inference requests from all client streams (torchbeast's DynamicBatcher idea).
+
+Requests queue on the event loop; one runner task takes them into a batch until the batch is full,
+every connected stream has a request in it, or ``timeout_s`` has passed since the first one. The
+forward pass runs on a dedicated thread so the loop keeps reading streams meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+from impala.actorpool.metrics import PoolMetrics
+from impala.actorpool.policy import ActResult, PolicyHolder
+
+State = tuple[npt.NDArray[np.float32], ...]
+
+
+@dataclass
+class _Request:
+    obs: npt.NDArray[np.generic]
+    done: npt.NDArray[np.bool_]
+    state: State
+    future: asyncio.Future[ActResult] = field(repr=False)
+
+    @property
+    def rows(self) -> int:
+        return int(self.obs.shape[0])
+
+
+class DynamicBatcher:
+    def __init__(
+        self,
+        policy: PolicyHolder,
+        *,
+        max_batch_size: int,
+        timeout_s: float,
+        metrics: PoolMetrics,
+        waiting_streams: Callable[[], int],
+    ) -> None:
+        self.policy = policy
+        self.max_batch_size = max_batch_size
+        self.timeout_s = timeout_s
+        self.metrics = metrics
+        self._waiting_streams = waiting_streams
+        self._queue: asyncio.Queue[_Request] = asyncio.Queue()
+        self._carry: _Request | None = None
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
+        self._task: asyncio.Task[None] | None = None
+        self._obs_buf: npt.NDArray[np.generic] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="batcher")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        self._executor.shutdown(wait=True)
+
+    async def infer(self, obs: npt.NDArray[np.generic], done: npt.NDArray[np.bool_], state: State) -> ActResult:
+        """Queue ``obs`` ([N, *obs]) for the next batch and wait for its rows of the result."""
+        future: asyncio.Future[ActResult] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait(_Request(obs, done, state, future))
+        return await future
+
+    async def _next_batch(self) -> list[_Request]:
+        first = self._carry or await self._queue.get()
+        self._carry = None
+        batch, rows = [first], first.rows
+        deadline = time.monotonic() + self.timeout_s
+        while rows < self.max_batch_size:
+            try:
+                nxt = self._queue.get_nowait()
+            except asyncio.QueueEmpty:
+                # Every stream that could add to this batch already has: waiting longer only adds latency.
+                if len(batch) >= self._waiting_streams() or time.monotonic() >= deadline:
+                    break
+                await asyncio.sleep(0)
+                continue
+            if rows + nxt.rows > self.max_batch_size:
+                self._carry = nxt
+                break
+            batch.append(nxt)
+            rows += nxt.rows
+        return batch
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = await self._next_batch()
+            live = [r for r in batch if not r.future.done()]
+            if not live:
+                continue
+            obs, done, state = self._collate(live)
+            started = time.perf_counter()
+            try:
+                result, swapped = await loop.run_in_executor(self._executor, self.policy.act, obs, done, state)
+            except Exception as err:  # a model failure must not hang every client
+                for request in live:
+                    if not request.future.done():
+                        request.future.set_exception(err)
+                continue
+            self.metrics.inference_latency.observe(time.perf_counter() - started)
+            self.metrics.inference_batch_size.observe(obs.shape[0])
+            if swapped:
+                self.metrics.weight_updates.inc()
+                self.metrics.policy_version.set(result.version)
+            self._scatter(live, result)
+
+    def _collate(self, batch: list[_Request]) -> tuple[npt.NDArray[np.generic], npt.NDArray[np.bool_], State]:
+        rows = sum(r.rows for r in batch)
+        if len(batch) == 1:
+            return batch[0].obs, batch[0].done, batch[0].state
+        first = batch[0].obs
+        if self._obs_buf is None or self._obs_buf.shape[0] < rows or self._obs_buf.dtype != first.dtype:
+            self._obs_buf = np.empty((max(rows, self.max_batch_size), *first.shape[1:]), dtype=first.dtype)
+        obs = self._obs_buf[:rows]
+        np.concatenate([r.obs for r in batch], axis=0, out=obs)
+        done = np.concatenate([r.done for r in batch])
+        state = tuple(np.concatenate(parts) for parts in zip(*(r.state for r in batch), strict=True))
+        return obs, done, state
+
+    @staticmethod
+    def _scatter(batch: list[_Request], result: ActResult) -> None:
+        start = 0
+        for request in batch:
+            end = start + request.rows
+            if not request.future.done():
+                request.future.set_result(
+                    ActResult(
+                        action=result.action[start:end],
+                        logits=result.logits[start:end],
+                        baseline=result.baseline[start:end],
+                        state=tuple(s[start:end] for s in result.state),
+                        version=result.version,
+                    )
+                )
+            start = end

@@ -1,0 +1,23 @@
+"""Errors that end one client stream with a specific gRPC status."""
+
+from __future__ import annotations
+
+import grpc
+
+
+class StreamError(Exception):
+    """Ends the stream with ``code`` and ``message``; ``reason`` is the metric label."""
+
+    def __init__(self, code: grpc.StatusCode, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.reason = reason
+        self.message = message
+
+
+def invalid(reason: str, message: str) -> StreamError:
+    return StreamError(grpc.StatusCode.INVALID_ARGUMENT, reason, message)
+
+
+def precondition(reason: str, message: str) -> StreamError:
+    return StreamError(grpc.StatusCode.FAILED_PRECONDITION, reason, message)

@@ -1,0 +1,81 @@
+"""Prometheus metrics of the ActorPool, declared once on an injected registry."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from impala.core.metrics import BATCH_BUCKETS, LATENCY_BUCKETS
+
+
+@dataclass(frozen=True)
+class PoolMetrics:
+    connected_clients: Gauge
+    env_steps: Counter
+    inference_batch_size: Histogram
+    inference_latency: Histogram
+    action_latency: Histogram
+    rollouts_produced: Counter
+    rollouts_shed: Counter
+    rejected_streams: Counter
+    backpressure_wait: Counter
+    policy_version: Gauge
+    paused: Gauge
+    weight_updates: Counter
+
+    @classmethod
+    def create(cls, registry: CollectorRegistry) -> PoolMetrics:
+        return cls(
+            connected_clients=Gauge(
+                "impala_actorpool_connected_clients", "Client streams past the handshake.", registry=registry
+            ),
+            env_steps=Counter("impala_actorpool_env_steps_total", "Env steps received from clients.", registry=registry),
+            inference_batch_size=Histogram(
+                "impala_actorpool_inference_batch_size",
+                "Observations per inference pass.",
+                buckets=BATCH_BUCKETS,
+                registry=registry,
+            ),
+            inference_latency=Histogram(
+                "impala_actorpool_inference_latency_seconds",
+                "Wall time of one batched forward pass.",
+                buckets=LATENCY_BUCKETS,
+                registry=registry,
+            ),
+            action_latency=Histogram(
+                "impala_actorpool_action_latency_seconds",
+                "From a Step received to its Actions sent (includes batching, pause and backpressure).",
+                buckets=LATENCY_BUCKETS,
+                registry=registry,
+            ),
+            rollouts_produced=Counter(
+                "impala_actorpool_rollouts_produced_total",
+                "Rollouts handed to the buffer; partial = shorter than the unroll length.",
+                ["partial"],
+                registry=registry,
+            ),
+            rollouts_shed=Counter(
+                "impala_actorpool_rollouts_shed_total",
+                "Rollouts dropped because the buffer was full and shedding is on.",
+                registry=registry,
+            ),
+            rejected_streams=Counter(
+                "impala_actorpool_rejected_streams_total",
+                "Client streams ended by the pool with an error status.",
+                ["code", "reason"],
+                registry=registry,
+            ),
+            backpressure_wait=Counter(
+                "impala_actorpool_backpressure_wait_seconds_total",
+                "Time replies were held because the rollout buffer was full.",
+                registry=registry,
+            ),
+            policy_version=Gauge(
+                "impala_actorpool_policy_version", "Version of the weights acting now.", registry=registry
+            ),
+            paused=Gauge("impala_actorpool_paused", "1 while the run is paused (replies held).", registry=registry),
+            weight_updates=Counter(
+                "impala_actorpool_weight_updates_total", "Weight versions swapped in.", registry=registry
+            ),
+        )

@@ -1,0 +1,163 @@
+"""ActorPool factory: wires settings and collaborators (policy, sink, control, weight updates) into a
+gRPC server. Tests and ``impala actorpool`` both build the pool here."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import redis.asyncio as aioredis
+import torch
+from prometheus_client import CollectorRegistry
+
+from impala.actorpool.batcher import DynamicBatcher
+from impala.actorpool.control import PoolControl
+from impala.actorpool.metrics import PoolMetrics
+from impala.actorpool.policy import PolicyHolder
+from impala.actorpool.servicer import ActorPoolServicer
+from impala.actorpool.session import SessionConfig
+from impala.actorpool.settings import ActorPoolSettings
+from impala.actorpool.sinks import RolloutSink
+from impala.actorpool.v1 import actorpool_pb2_grpc
+from impala.actorpool.validation import EnvSpec
+from impala.core.grpc_server import GrpcServer, TlsFiles
+from impala.core.models import ModelSpec
+from impala.core.redis_keys import RunKeys
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = "impala.actorpool.v1.ActorPool"
+WeightUpdates = AsyncIterator[tuple[int, dict[str, torch.Tensor]]]
+
+
+def env_spec(spec: ModelSpec) -> EnvSpec:
+    return EnvSpec(np.dtype(spec.observation_dtype), tuple(spec.observation_shape), spec.num_actions)
+
+
+def default_pool_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+@dataclass
+class ActorPool:
+    settings: ActorPoolSettings
+    server: GrpcServer
+    servicer: ActorPoolServicer
+    batcher: DynamicBatcher
+    control: PoolControl
+    policy: PolicyHolder
+    sink: RolloutSink
+    metrics: PoolMetrics
+    weight_updates: WeightUpdates | None = None
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    port: int = 0
+
+    async def start(self) -> int:
+        self.batcher.start()
+        self.control.start()
+        if self.weight_updates is not None:
+            self._tasks.append(asyncio.create_task(self._follow_weights(self.weight_updates), name="weights"))
+        self.port = await self.server.start()
+        return self.port
+
+    async def drain(self) -> None:
+        """Stop accepting, let every stream ship its partial rollouts and end with UNAVAILABLE."""
+        self.servicer.draining.set()
+        deadline = time.monotonic() + self.settings.drain_grace_s
+        while self.servicer.sessions and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        log.info("drained", extra={"left": len(self.servicer.sessions)})
+
+    async def stop(self) -> None:
+        await self.server.stop(grace=self.settings.drain_grace_s)
+        for task in self._tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self.control.stop()
+        await self.batcher.stop()
+        await self.sink.close()
+
+    async def _follow_weights(self, updates: WeightUpdates) -> None:
+        async for version, state_dict in updates:
+            self.policy.offer(version, state_dict)
+
+    def status(self) -> dict[str, str | int | float]:
+        return {
+            "clients": self.servicer.connected,
+            "policy_version": self.policy.version,
+            "address": f"{self.settings.host}:{self.port}",
+        }
+
+
+def build_actorpool(
+    settings: ActorPoolSettings,
+    *,
+    policy: PolicyHolder,
+    spec: ModelSpec,
+    sink: RolloutSink,
+    redis: aioredis.Redis | None = None,
+    weight_updates: WeightUpdates | None = None,
+    registry: CollectorRegistry | None = None,
+    pool_id: str | None = None,
+) -> ActorPool:
+    """Assemble a pool; call ``await pool.start()`` to listen (port 0 picks a free one)."""
+    metrics = PoolMetrics.create(registry or CollectorRegistry())
+    pool_id = pool_id or settings.pool_id or default_pool_id()
+    servicer_ref: list[ActorPoolServicer] = []
+    batcher = DynamicBatcher(
+        policy,
+        max_batch_size=settings.max_batch_size,
+        timeout_s=settings.batch_timeout_s,
+        metrics=metrics,
+        waiting_streams=lambda: servicer_ref[0].waiting_streams(),
+    )
+    status_ref: list[Callable[[], dict[str, str | int | float]]] = []
+    control = PoolControl(
+        redis=redis,
+        keys=RunKeys(settings.run),
+        pool_id=pool_id,
+        status_interval_s=settings.status_interval_s,
+        status=lambda: status_ref[0]() if status_ref else {},
+        on_pause_change=lambda paused: metrics.paused.set(int(paused)),
+    )
+    servicer = ActorPoolServicer(
+        config=SessionConfig(
+            unroll_length=settings.unroll_length,
+            max_envs=settings.max_envs_per_client,
+            handshake_timeout_s=settings.handshake_timeout_s,
+            idle_timeout_s=settings.idle_timeout_s,
+            pool_id=pool_id,
+        ),
+        spec=env_spec(spec),
+        batcher=batcher,
+        sink=sink,
+        control=control,
+        metrics=metrics,
+        max_clients=settings.max_clients,
+    )
+    servicer_ref.append(servicer)
+    tls = TlsFiles(settings.tls_cert, settings.tls_key) if settings.tls_cert and settings.tls_key else None
+    token = settings.bearer_token()
+    server = GrpcServer(
+        host=settings.host,
+        port=settings.port,
+        tokens=[token] if token else [],
+        tls=tls,
+        max_message_bytes=settings.max_message_bytes,
+        max_concurrent_streams=settings.max_clients + 16,
+        service_names=[SERVICE_NAME],
+    )
+    actorpool_pb2_grpc.add_ActorPoolServicer_to_server(servicer, server.server)
+    metrics.policy_version.set(policy.version)
+    pool = ActorPool(settings, server, servicer, batcher, control, policy, sink, metrics, weight_updates)
+    server.drain_hooks.append(pool.drain)
+    status_ref.append(pool.status)
+    return pool

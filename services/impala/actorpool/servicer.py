@@ -1,0 +1,97 @@
+"""The thin ``impala.actorpool.v1.ActorPool`` servicer: admission, then one ``Session`` per stream."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+
+import grpc
+
+from impala.actorpool.batcher import DynamicBatcher
+from impala.actorpool.control import PoolControl
+from impala.actorpool.errors import StreamError
+from impala.actorpool.metrics import PoolMetrics
+from impala.actorpool.session import Context, Session, SessionConfig
+from impala.actorpool.sinks import RolloutSink
+from impala.actorpool.v1 import actorpool_pb2, actorpool_pb2_grpc
+from impala.actorpool.validation import EnvSpec
+
+log = logging.getLogger(__name__)
+
+
+class ActorPoolServicer(actorpool_pb2_grpc.ActorPoolServicer):
+    def __init__(
+        self,
+        *,
+        config: SessionConfig,
+        spec: EnvSpec,
+        batcher: DynamicBatcher,
+        sink: RolloutSink,
+        control: PoolControl,
+        metrics: PoolMetrics,
+        max_clients: int,
+    ) -> None:
+        self.config, self.spec, self.batcher, self.sink = config, spec, batcher, sink
+        self.control, self.metrics, self.max_clients = control, metrics, max_clients
+        self.draining = asyncio.Event()
+        self.sessions: set[Session] = set()
+        self.connected = 0
+        self.env_steps = 0
+
+    async def Connect(  # noqa: N802  (gRPC method name)
+        self, request_iterator: AsyncIterator[actorpool_pb2.EnvMessage], context: Context
+    ) -> None:
+        if self.draining.is_set():
+            await self._reject(context, StreamError(grpc.StatusCode.UNAVAILABLE, "draining", _DRAINING))
+        if len(self.sessions) >= self.max_clients:
+            message = f"pool is at its limit of {self.max_clients} client streams; retry with backoff"
+            await self._reject(context, StreamError(grpc.StatusCode.RESOURCE_EXHAUSTED, "max_clients", message))
+        session = Session(
+            context,
+            config=self.config,
+            spec=self.spec,
+            batcher=self.batcher,
+            sink=self.sink,
+            control=self.control,
+            metrics=self.metrics,
+            draining=self.draining,
+        )
+        self.sessions.add(session)
+        error: StreamError | None = None
+        handshaken = False
+        try:
+            await session.handshake()
+            handshaken = True
+            self.connected += 1
+            self.metrics.connected_clients.inc()
+            log.info("client connected", extra={"session": session.session_id, "envs": session.num_envs, "peer": context.peer()})
+            await session.run()
+        except StreamError as err:
+            error = err
+        finally:
+            await asyncio.shield(session.finish())
+            self.sessions.discard(session)
+            if handshaken:
+                self.connected -= 1
+                self.metrics.connected_clients.dec()
+        if error is None and self.draining.is_set():
+            error = StreamError(grpc.StatusCode.UNAVAILABLE, "draining", _DRAINING)
+        if error is not None:
+            await self._reject(context, error, session.session_id)
+        log.info("client disconnected", extra={"session": session.session_id})
+
+    async def _reject(self, context: Context, error: StreamError, session_id: str = "") -> None:
+        self.metrics.rejected_streams.labels(code=error.code.name, reason=error.reason).inc()
+        if error.reason != "draining":
+            log.warning(
+                "stream refused",
+                extra={"session": session_id, "code": error.code.name, "reason": error.reason, "detail": error.message},
+            )
+        await context.abort(error.code, error.message)
+
+    def waiting_streams(self) -> int:
+        return max(1, self.connected)
+
+
+_DRAINING = "pool is draining (shutting down); reconnect, possibly to another replica"

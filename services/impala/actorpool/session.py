@@ -1,0 +1,182 @@
+"""One client stream: handshake, then step → batched inference → actions, building rollouts.
+
+The handler reads, infers and replies strictly in turn, so at any moment at most one inference is in
+flight per stream. When the stream ends for any reason (close, cancel, deadline, drain, bad input
+after the handshake) ``finish`` ships every env slot's partial rollout, truncated at its last
+observation; nothing a client sent is silently dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+import numpy as np
+import numpy.typing as npt
+
+from impala.actorpool.batcher import DynamicBatcher, State
+from impala.actorpool.control import PoolControl
+from impala.actorpool.errors import StreamError
+from impala.actorpool.metrics import PoolMetrics
+from impala.actorpool.policy import ActResult
+from impala.actorpool.rollout_builder import StreamRollouts
+from impala.actorpool.sinks import RolloutSink
+from impala.actorpool.v1 import actorpool_pb2
+from impala.actorpool.validation import EnvSpec, StepInput, check_hello, check_step, unexpected
+from impala.core import tensors
+
+Context = grpc.aio.ServicerContext[actorpool_pb2.EnvMessage, actorpool_pb2.AgentMessage]
+
+
+@dataclass(frozen=True)
+class SessionConfig:
+    unroll_length: int
+    max_envs: int
+    handshake_timeout_s: float
+    idle_timeout_s: float
+    pool_id: str
+
+
+class Session:
+    def __init__(
+        self,
+        context: Context,
+        *,
+        config: SessionConfig,
+        spec: EnvSpec,
+        batcher: DynamicBatcher,
+        sink: RolloutSink,
+        control: PoolControl,
+        metrics: PoolMetrics,
+        draining: asyncio.Event,
+    ) -> None:
+        self.context, self.config, self.spec = context, config, spec
+        self.batcher, self.sink, self.control, self.metrics = batcher, sink, control, metrics
+        self.draining = draining
+        self.session_id = uuid.uuid4().hex[:16]
+        self.num_envs = 0
+        self.rollouts: StreamRollouts | None = None
+        self.state: State = ()
+        self.last_values: npt.NDArray[np.float32] | None = None
+        self.shed = 0
+
+    async def handshake(self) -> None:
+        msg = await self._read(self.config.handshake_timeout_s, "Hello")
+        if msg is None or msg.WhichOneof("kind") != "hello":
+            raise unexpected("the first message of a stream must be Hello")
+        check_hello(msg.hello, self.spec, self.config.max_envs)
+        E = self.num_envs = msg.hello.num_envs
+        policy = self.batcher.policy
+        self.state = policy.initial_state(E)
+        self.rollouts = StreamRollouts(
+            unroll_length=self.config.unroll_length,
+            num_envs=E,
+            observation_shape=self.spec.observation_shape,
+            observation_dtype=self.spec.observation_dtype,
+            num_actions=self.spec.num_actions,
+            state_shapes=policy.state_shapes,
+            producer_id=self.config.pool_id,
+            session_id=self.session_id,
+        )
+        welcome = actorpool_pb2.Welcome(
+            session_id=self.session_id,
+            unroll_length=self.config.unroll_length,
+            policy_version=policy.version,
+            max_envs=self.config.max_envs,
+        )
+        await self.context.write(actorpool_pb2.AgentMessage(welcome=welcome))
+
+    async def run(self) -> None:
+        """Serve steps until the client closes the stream or the pool drains."""
+        first = True
+        while not self.draining.is_set():
+            msg = await self._read(self.config.idle_timeout_s, "Step")
+            if msg is None:
+                return
+            received = time.perf_counter()
+            if msg.WhichOneof("kind") != "step":
+                raise unexpected("Hello may be sent only once, as the first message")
+            step = check_step(msg.step, self.spec, self.num_envs, first=first)
+            inflight = asyncio.ensure_future(self._infer(step))
+            try:
+                result = await asyncio.shield(inflight)
+            except asyncio.CancelledError:
+                # Cancelled mid-inference: still record this step before the partial rollout ships.
+                await self._record(step, await inflight, first)
+                raise
+            await self._record(step, result, first)
+            first = False
+            if self.draining.is_set():
+                return  # recorded; the stream ends with UNAVAILABLE instead of a reply
+            await self.control.wait_running()
+            reply = actorpool_pb2.Actions(actions=tensors.encode(result.action[: self.num_envs]), policy_version=result.version)
+            await self.context.write(actorpool_pb2.AgentMessage(actions=reply))
+            self.metrics.action_latency.observe(time.perf_counter() - received)
+
+    async def finish(self) -> None:
+        """Ship every slot's partial rollout (truncated at the last observation)."""
+        if self.rollouts is not None and self.last_values is not None:
+            await self._ship(self.rollouts.close(self.last_values), partial=True)
+            self.rollouts = None
+
+    async def _read(self, timeout_s: float, what: str) -> actorpool_pb2.EnvMessage | None:
+        try:
+            async with asyncio.timeout(timeout_s):
+                msg: Any = await self.context.read()
+        except TimeoutError:
+            raise StreamError(
+                grpc.StatusCode.DEADLINE_EXCEEDED, "timeout", f"no {what} received within {timeout_s:g}s"
+            ) from None
+        if msg is grpc.aio.EOF:
+            return None
+        assert isinstance(msg, actorpool_pb2.EnvMessage)
+        return msg
+
+    async def _infer(self, step: StepInput) -> ActResult:
+        E = self.num_envs
+        ended = step.terminated | step.truncated
+        obs, done, state = step.observation, ended, self._reset(self.state, ended)
+        if step.truncated.any():
+            # V(final observation) of truncated episodes, with the state of the episode that ended.
+            assert step.final_observation is not None
+            pick = step.truncated[ended]
+            truncated_rows = np.flatnonzero(step.truncated)
+            obs = np.concatenate([obs, step.final_observation[pick]])
+            done = np.concatenate([done, np.zeros(len(truncated_rows), dtype=np.bool_)])
+            state = tuple(np.concatenate([s, old[truncated_rows]]) for s, old in zip(state, self.state, strict=True))
+        result = await self.batcher.infer(obs, done, state)
+        assert result.action.shape[0] >= E
+        return result
+
+    async def _record(self, step: StepInput, result: ActResult, first: bool) -> None:
+        assert self.rollouts is not None
+        E = self.num_envs
+        ended = step.terminated | step.truncated
+        state_in = self._reset(self.state, ended)
+        if not first:
+            bootstrap = np.zeros(E, dtype=np.float32)
+            bootstrap[step.truncated] = result.baseline[E:]
+            payloads = self.rollouts.transition(step.reward, step.terminated, step.truncated, bootstrap, step.observation)
+            self.metrics.env_steps.inc(E)
+            await self._ship(payloads, partial=False)
+        self.rollouts.act(step.observation, result.action[:E], result.logits[:E], result.version, state_in)
+        self.state = tuple(s[:E] for s in result.state)
+        self.last_values = result.baseline[:E]
+
+    @staticmethod
+    def _reset(state: State, ended: npt.NDArray[np.bool_]) -> State:
+        if not state or not ended.any():
+            return state
+        return tuple(np.where(ended.reshape(-1, *([1] * (s.ndim - 1))), 0.0, s).astype(np.float32) for s in state)
+
+    async def _ship(self, payloads: list[bytes], *, partial: bool) -> None:
+        for payload in payloads:
+            if await self.sink.put(payload):
+                self.metrics.rollouts_produced.labels(partial=str(partial).lower()).inc()
+            else:
+                self.shed += 1
+                self.metrics.rollouts_shed.inc()

@@ -1,0 +1,47 @@
+"""Where finished rollouts go. The pool awaits ``put``: a sink that is full makes the pool hold its
+replies (backpressure), or returns ``False`` when it shed the rollout (counted by the pool)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Protocol
+
+
+class RolloutSink(Protocol):
+    async def put(self, payload: bytes) -> bool:
+        """Store one serialized Rollout; wait while full; False only when the sink shed it."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+class MemorySink:
+    """In-memory sink for tests and benchmarks, with optional capacity (backpressure) and shedding."""
+
+    def __init__(self, capacity: int = 0, *, shed_when_full: bool = False) -> None:
+        self.items: list[bytes] = []
+        self.capacity = capacity
+        self.shed_when_full = shed_when_full
+        self.shed = 0
+        self._space = asyncio.Condition()
+
+    async def put(self, payload: bytes) -> bool:
+        async with self._space:
+            if self.capacity and len(self.items) >= self.capacity:
+                if self.shed_when_full:
+                    self.shed += 1
+                    return False
+                await self._space.wait_for(lambda: len(self.items) < self.capacity)
+            self.items.append(payload)
+            return True
+
+    async def take(self, count: int | None = None) -> list[bytes]:
+        """Remove and return up to ``count`` items (all when None), waking blocked producers."""
+        async with self._space:
+            n = len(self.items) if count is None else min(count, len(self.items))
+            taken, self.items = self.items[:n], self.items[n:]
+            self._space.notify_all()
+            return taken
+
+    async def close(self) -> None:
+        return None

@@ -1,0 +1,109 @@
+"""Validation of what a client sends. Every check raises a ``StreamError`` naming the field and both
+values, so a client author can fix the bug from the status message alone."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from impala.actorpool.errors import StreamError, invalid, precondition
+from impala.actorpool.v1 import actorpool_pb2
+from impala.core import tensors
+
+PROTOCOL_VERSION = 1
+MAX_CLIENT_NAME = 128
+
+
+@dataclass(frozen=True)
+class EnvSpec:
+    """What the pool's model accepts: one env's observation and the action count."""
+
+    observation_dtype: np.dtype[np.generic]
+    observation_shape: tuple[int, ...]
+    num_actions: int
+
+    def describe(self) -> str:
+        return f"{self.observation_dtype}{list(self.observation_shape)}"
+
+
+@dataclass(frozen=True)
+class StepInput:
+    """A validated Step: read-only views over the message bytes."""
+
+    observation: npt.NDArray[np.generic]  # [E, *obs]
+    reward: npt.NDArray[np.float32]  # [E]
+    terminated: npt.NDArray[np.bool_]  # [E]
+    truncated: npt.NDArray[np.bool_]  # [E]
+    final_observation: npt.NDArray[np.generic] | None  # [K, *obs], K = count(terminated | truncated)
+
+
+def check_hello(hello: actorpool_pb2.Hello, spec: EnvSpec, max_envs: int) -> None:
+    if hello.protocol_version != PROTOCOL_VERSION:
+        raise precondition(
+            "protocol_version",
+            f"Hello.protocol_version is {hello.protocol_version}, this pool speaks {PROTOCOL_VERSION}",
+        )
+    if len(hello.client_name) > MAX_CLIENT_NAME:
+        raise invalid("client_name", f"Hello.client_name has {len(hello.client_name)} chars, at most {MAX_CLIENT_NAME}")
+    if not 1 <= hello.num_envs <= max_envs:
+        raise invalid("num_envs", f"Hello.num_envs is {hello.num_envs}, must be between 1 and {max_envs}")
+    try:
+        dtype = tensors.numpy_dtype(hello.observation_spec.dtype)
+    except tensors.TensorError as err:
+        raise invalid("observation_spec", f"Hello.observation_spec: {err}") from None
+    shape = tuple(int(d) for d in hello.observation_spec.shape)
+    if dtype.newbyteorder("=") != spec.observation_dtype.newbyteorder("=") or shape != spec.observation_shape:
+        raise precondition(
+            "observation_spec",
+            f"Hello.observation_spec is {dtype}{list(shape)}, the model expects {spec.describe()}",
+        )
+    if hello.num_actions != spec.num_actions:
+        raise precondition(
+            "num_actions", f"Hello.num_actions is {hello.num_actions}, the model expects {spec.num_actions}"
+        )
+
+
+def check_step(step: actorpool_pb2.Step, spec: EnvSpec, num_envs: int, *, first: bool) -> StepInput:
+    obs = _tensor(step.observation, "Step.observation", spec, num_envs)
+    reward = np.asarray(step.reward, dtype=np.float32)
+    terminated = np.asarray(step.terminated, dtype=np.bool_)
+    truncated = np.asarray(step.truncated, dtype=np.bool_)
+    for name, values in (("reward", reward), ("terminated", terminated), ("truncated", truncated)):
+        if len(values) != num_envs:
+            raise invalid(name, f"Step.{name} has {len(values)} values, expected num_envs={num_envs}")
+    if not np.isfinite(reward).all():
+        raise invalid("reward", f"Step.reward has a non-finite value at env {int(np.argmin(np.isfinite(reward)))}")
+    ended = terminated | truncated
+    if first and ended.any():
+        raise invalid("first_step", "the first Step after Welcome carries reset observations: flags must be false")
+    final = None
+    if step.HasField("final_observation"):
+        final = _tensor(step.final_observation, "Step.final_observation", spec, int(ended.sum()))
+    elif truncated.any():
+        raise invalid(
+            "final_observation",
+            f"Step.final_observation is missing but {int(truncated.sum())} env(s) are truncated; "
+            "it must hold the last observation of every env whose episode ended",
+        )
+    return StepInput(obs, reward, terminated, truncated, final)
+
+
+def _tensor(msg: object, name: str, spec: EnvSpec, rows: int) -> npt.NDArray[np.generic]:
+    try:
+        array = tensors.decode(
+            msg,  # type: ignore[arg-type]
+            name=name,
+            dtype=spec.observation_dtype,
+            shape=(rows, *spec.observation_shape),
+        )
+    except tensors.TensorError as err:
+        raise invalid(name.split(".")[-1], str(err)) from None
+    if array.dtype.kind == "f" and not np.isfinite(array).all():
+        raise invalid(name.split(".")[-1], f"{name} has a NaN or infinite value")
+    return array
+
+
+def unexpected(message: str) -> StreamError:
+    return invalid("order", message)
