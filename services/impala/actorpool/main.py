@@ -1,0 +1,83 @@
+"""``impala actorpool``: the ingress process. Builds the model from the env id (or a checkpoint),
+connects the Redis buffer and the weight service, serves until SIGTERM, then drains."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+
+import redis.asyncio as aioredis
+import torch
+from prometheus_client import CollectorRegistry
+
+from impala.actorpool.policy import PolicyHolder
+from impala.actorpool.server import WeightUpdates, build_actorpool, default_pool_id
+from impala.actorpool.settings import ActorPoolSettings
+from impala.buffer.producer import RolloutProducer
+from impala.core import logs, metrics
+from impala.core.checkpoints import load_policy_weights
+from impala.core.device import resolve_device
+from impala.core.models import build_model, fingerprint, spec_for_env
+from impala.core.redis_keys import RunKeys
+from impala.core.state_codec import decode_state
+from impala.weights.client import WeightSubscriber
+
+log = logging.getLogger(__name__)
+
+
+async def decoded_updates(subscriber: WeightSubscriber) -> AsyncIterator[tuple[int, dict[str, torch.Tensor]]]:
+    """Decode each weight version off the event loop."""
+    async for version, _fingerprint, payload in subscriber.updates():
+        yield version, await asyncio.to_thread(decode_state, payload)
+
+
+async def serve(settings: ActorPoolSettings) -> None:
+    torch.set_num_threads(1)  # the batched forward is small; one thread leaves the other core to gRPC
+    spec = spec_for_env(settings.env, settings.model, settings.hidden_size, settings.use_lstm)
+    model = build_model(spec)
+    version = 0
+    if settings.checkpoint is not None:
+        version = load_policy_weights(settings.checkpoint, model)
+    pool_id = settings.pool_id or default_pool_id()
+    policy = PolicyHolder(model, version=version, device=resolve_device(settings.device), seed=settings.seed)
+    registry = CollectorRegistry()
+    keys = RunKeys(settings.run)
+    redis = aioredis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
+    sink = RolloutProducer(
+        settings.redis_url,
+        keys,
+        capacity=settings.buffer_capacity,
+        shed_when_full=settings.shed_when_full,
+        producer_id=pool_id,
+        registry=registry,
+    )
+    updates: WeightUpdates | None = None
+    if settings.weights_address:
+        subscriber = WeightSubscriber(
+            settings.weights_address,
+            fingerprint=fingerprint(model),
+            subscriber_id=pool_id,
+            after_version=version,
+        )
+        updates = decoded_updates(subscriber)
+    pool = build_actorpool(
+        settings, policy=policy, spec=spec, sink=sink, redis=redis, weight_updates=updates, registry=registry, pool_id=pool_id
+    )
+    metrics.serve(registry, settings.metrics_port)
+    port = await pool.start()
+    log.info("actorpool ready", extra={"address": f"{settings.host}:{port}", "env": settings.env, "pool": pool_id})
+    try:
+        await pool.server.serve_until_signal(grace=settings.drain_grace_s)
+    finally:
+        await pool.stop()
+        await redis.aclose()
+
+
+def run(settings: ActorPoolSettings) -> int:
+    logs.configure(settings.log_level, settings.log_format)
+    token = settings.bearer_token()
+    if token:
+        logs.register_secret(token)
+    asyncio.run(serve(settings))
+    return 0

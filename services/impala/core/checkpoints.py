@@ -1,0 +1,69 @@
+"""Atomic checkpoints on disk: written to a temp file in the same directory, fsynced, then
+``os.replace``d into ``ckpt-<learner step>.pt``, so a crash never leaves a torn file; the newest
+``keep`` are kept. The payload is a plain dict (model, optimizer, scheduler, counters, config)."""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+_NAME = re.compile(r"^ckpt-(\d{12})\.pt$")
+
+
+def checkpoint_path(directory: Path, step: int) -> Path:
+    return directory / f"ckpt-{step:012d}.pt"
+
+
+def list_checkpoints(directory: Path) -> list[Path]:
+    """Checkpoints in ``directory``, oldest first."""
+    if not directory.is_dir():
+        return []
+    return sorted(p for p in directory.iterdir() if _NAME.match(p.name))
+
+
+def latest_checkpoint(directory: Path) -> Path | None:
+    found = list_checkpoints(directory)
+    return found[-1] if found else None
+
+
+def save_checkpoint(directory: Path, payload: dict[str, Any], step: int, keep: int) -> Path:
+    """Write atomically, then delete all but the newest ``keep``; returns the path."""
+    directory.mkdir(parents=True, exist_ok=True)
+    final = checkpoint_path(directory, step)
+    fd, tmp_name = tempfile.mkstemp(prefix=".ckpt-", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            torch.save(payload, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp_name, final)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+    for old in list_checkpoints(directory)[:-keep]:
+        old.unlink(missing_ok=True)
+    return final
+
+
+def load_checkpoint(path: Path, map_location: str = "cpu") -> dict[str, Any]:
+    payload = torch.load(path, map_location=map_location, weights_only=False)
+    if not isinstance(payload, dict) or "model" not in payload:
+        raise ValueError(f"{path} is not an impala checkpoint (no 'model' entry)")
+    return payload
+
+
+def load_policy_weights(path: Path, model: torch.nn.Module) -> int:
+    """Load a checkpoint's model weights into ``model``; returns their policy version."""
+    payload = load_checkpoint(path)
+    model.load_state_dict(payload["model"])
+    return int(payload.get("policy_version", 0))
