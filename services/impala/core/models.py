@@ -1,0 +1,197 @@
+"""Policy networks: a torso (MLP, IMPALA shallow CNN or deep ResNet), an optional LSTM core, and
+policy-logit and baseline heads. Time-major: ``forward`` takes ``[T, B, *obs]``, ``act`` takes ``[B, *obs]``.
+
+``done[t]`` is True when ``obs[t]`` is the first observation of a new episode; the LSTM state is zeroed
+before that step, so one unroll may span several episodes. uint8 observations are scaled by 1/255 here,
+so pixels travel as bytes over the wire and through Redis.
+Architectures follow Espeholt et al. 2018 (arXiv:1802.01561), fig. 3.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import math
+from dataclasses import asdict, dataclass
+from typing import Any, NamedTuple
+
+import gymnasium as gym
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+State = tuple[Tensor, ...]
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Everything that fixes a model's architecture; pools and learners build the same model from it."""
+
+    observation_shape: tuple[int, ...]
+    observation_dtype: str  # "float32" | "uint8"
+    num_actions: int
+    kind: str  # "mlp" | "shallow" | "resnet"
+    hidden_size: int = 64
+    use_lstm: bool = False
+
+
+class PolicyOutput(NamedTuple):
+    logits: Tensor  # [T, B, A]
+    baseline: Tensor  # [T, B]
+    core_state: State  # each [B, *state_shape]
+
+
+class ActOutput(NamedTuple):
+    action: Tensor  # int64 [B]
+    logits: Tensor  # [B, A]
+    baseline: Tensor  # [B]
+    core_state: State
+
+
+def make_env(env_id: str, **kwargs: Any) -> gym.Env[Any, Any]:
+    """``gym.make``, plus the standard Atari preprocessing for ``ALE/*`` ids (uint8 ``[4, 84, 84]``)."""
+    if not env_id.startswith("ALE/"):
+        return gym.make(env_id, **kwargs)
+    # Optional dependency (extra "atari"), imported only here so CartPole users never need it.
+    gym.register_envs(importlib.import_module("ale_py"))
+    # frameskip=1 in the raw env because AtariPreprocessing does the skipping (with max-pooling).
+    env = gym.make(env_id, frameskip=1, repeat_action_probability=0.0, **kwargs)
+    env = gym.wrappers.AtariPreprocessing(env, frame_skip=4, screen_size=84, grayscale_obs=True, noop_max=30)
+    return gym.wrappers.FrameStackObservation(env, 4)
+
+
+def spec_for_env(env_id: str, model: str = "auto", hidden_size: int = 64, use_lstm: bool = False) -> ModelSpec:
+    """The ModelSpec for an env id; builds the env (with ``make_env`` preprocessing) only to read its spaces."""
+    env = make_env(env_id)
+    try:
+        obs_space, act_space = env.observation_space, env.action_space
+    finally:
+        env.close()
+    if not isinstance(obs_space, gym.spaces.Box) or not isinstance(act_space, gym.spaces.Discrete):
+        raise ValueError(f"{env_id}: needs a Box observation space and a Discrete action space")
+    shape = tuple(int(d) for d in obs_space.shape)
+    kind = model if model != "auto" else ("shallow" if len(shape) == 3 else "mlp")
+    dtype = "uint8" if obs_space.dtype == np.uint8 else "float32"
+    return ModelSpec(shape, dtype, int(act_space.n), kind, hidden_size, use_lstm)
+
+
+def build_model(spec: ModelSpec) -> Policy:
+    """A freshly initialised Policy for ``spec``."""
+    return Policy(spec)
+
+
+def fingerprint(model: Policy) -> str:
+    """Stable hex digest of the spec and every parameter's name, shape and dtype (not the values)."""
+    layout = [(name, list(t.shape), str(t.dtype)) for name, t in model.state_dict().items()]
+    text = json.dumps({"spec": asdict(model.spec), "tensors": layout}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+class Policy(nn.Module):
+    """Torso → (LSTM) → policy logits and baseline."""
+
+    def __init__(self, spec: ModelSpec) -> None:
+        super().__init__()
+        self.spec = spec
+        self.torso, features = _torso(spec)
+        self.core = nn.LSTM(features, spec.hidden_size) if spec.use_lstm else None
+        features = spec.hidden_size if spec.use_lstm else features
+        self.policy = nn.Linear(features, spec.num_actions)
+        self.baseline = nn.Linear(features, 1)
+        # Near-uniform initial policy: small logits keep early exploration high (as in CleanRL's PPO).
+        nn.init.orthogonal_(self.policy.weight, gain=0.01)
+        nn.init.zeros_(self.policy.bias)
+
+    def initial_state(self, batch_size: int, device: torch.device | str | None = None) -> State:
+        """Zero recurrent state, ``()`` without LSTM, else ``(h, c)`` each ``[B, hidden_size]``."""
+        if self.core is None:
+            return ()
+        return tuple(torch.zeros(batch_size, self.spec.hidden_size, device=device) for _ in range(2))
+
+    def forward(self, obs: Tensor, done: Tensor, core_state: State = ()) -> PolicyOutput:
+        """``obs`` ``[T, B, *obs]``, ``done`` bool ``[T, B]`` → logits ``[T, B, A]``, baseline ``[T, B]``."""
+        T, B = obs.shape[:2]  # noqa: N806 (time-major notation)
+        x = obs.flatten(0, 1)
+        x = x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
+        x = self.torso(x).view(T, B, -1)
+        if self.core is not None:
+            x, core_state = self._unroll(x, done, core_state)
+        logits = self.policy(x)
+        return PolicyOutput(logits, self.baseline(x).squeeze(-1), core_state)
+
+    def _unroll(self, x: Tensor, done: Tensor, core_state: State) -> tuple[Tensor, State]:
+        assert self.core is not None
+        h, c = (s.unsqueeze(0) for s in core_state)  # nn.LSTM wants [layers, B, H]
+        outputs = []
+        for x_t, done_t in zip(x.unbind(0), done.unbind(0), strict=True):
+            # Zero the state where obs[t] starts a new episode, so no memory leaks across episodes.
+            keep = (~done_t).to(x.dtype).view(1, -1, 1)
+            out, (h, c) = self.core(x_t.unsqueeze(0), (h * keep, c * keep))
+            outputs.append(out)
+        return torch.cat(outputs), (h.squeeze(0), c.squeeze(0))
+
+    @torch.no_grad()
+    def act(
+        self,
+        obs: Tensor,
+        done: Tensor,
+        core_state: State = (),
+        *,
+        greedy: bool = False,
+        generator: torch.Generator | None = None,
+    ) -> ActOutput:
+        """One step for a batch: ``obs`` ``[B, *obs]``, ``done`` ``[B]`` → sampled (or greedy) actions."""
+        out = self.forward(obs.unsqueeze(0), done.unsqueeze(0), core_state)
+        logits, baseline = out.logits[0], out.baseline[0]
+        if greedy:
+            action = logits.argmax(-1)
+        else:
+            action = torch.multinomial(F.softmax(logits.float(), -1), 1, generator=generator).squeeze(-1)
+        return ActOutput(action, logits, baseline, out.core_state)
+
+
+def _torso(spec: ModelSpec) -> tuple[nn.Module, int]:
+    """The feature extractor for ``spec.kind`` and its output width."""
+    if spec.kind == "mlp":
+        size, d_in = spec.hidden_size, math.prod(spec.observation_shape)
+        layers = [nn.Flatten(), nn.Linear(d_in, size), nn.Tanh(), nn.Linear(size, size), nn.Tanh()]
+        return nn.Sequential(*layers), size
+    if len(spec.observation_shape) != 3:
+        raise ValueError(f"model {spec.kind!r} needs [C, H, W] observations, got {list(spec.observation_shape)}")
+    channels, height, width = spec.observation_shape
+    if spec.kind == "shallow":
+        conv: nn.Module = nn.Sequential(
+            nn.Conv2d(channels, 16, 8, stride=4), nn.ReLU(), nn.Conv2d(16, 32, 4, stride=2), nn.ReLU(), nn.Flatten()
+        )
+    elif spec.kind == "resnet":
+        conv = nn.Sequential(
+            _ResNetSection(channels, 16), _ResNetSection(16, 32), _ResNetSection(32, 32), nn.ReLU(), nn.Flatten()
+        )
+    else:
+        raise ValueError(f"unknown model kind {spec.kind!r} (mlp, shallow, resnet)")
+    with torch.no_grad():
+        flat = int(conv(torch.zeros(1, channels, height, width)).shape[1])
+    return nn.Sequential(conv, nn.Linear(flat, 256), nn.ReLU()), 256
+
+
+class _ResNetSection(nn.Module):
+    """Conv 3×3 → max-pool 3×3/2 → two residual blocks (the IMPALA deep network's building block)."""
+
+    def __init__(self, c_in: int, c_out: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(c_in, c_out, 3, padding=1)
+        self.pool = nn.MaxPool2d(3, stride=2, padding=1)
+        self.blocks = nn.ModuleList(
+            nn.Sequential(
+                nn.ReLU(), nn.Conv2d(c_out, c_out, 3, padding=1), nn.ReLU(), nn.Conv2d(c_out, c_out, 3, padding=1)
+            )
+            for _ in range(2)
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.pool(self.conv(x))
+        for block in self.blocks:
+            x = x + block(x)
+        return x
