@@ -1,1 +1,49 @@
-"""Environment client SDK and `impala env`."""
+"""Environment client SDK and ``impala env``: simulators that dial into an ActorPool.
+
+An environment author writes a ``Simulator`` (or a Gymnasium env factory) and calls ``serve``::
+
+    import numpy as np
+    from impala.client import ClientConfig, SimulatorBatch, serve
+
+    class Corridor:  # walk right to cell 10; observation float32[1], actions 0 (left) and 1 (right)
+        num_actions = 2
+
+        def reset(self):
+            self.pos = 0
+            return np.array([self.pos], np.float32)
+
+        def step(self, action):
+            self.pos += 1 if action == 1 else -1
+            return np.array([self.pos], np.float32), float(self.pos == 10), self.pos == 10, self.pos == -10
+
+    serve(SimulatorBatch(Corridor, num_envs=8), ClientConfig("pool:50051", token="s3cret"))
+
+``step`` returns ``(observation, reward, terminated, truncated)``. For a Gymnasium env use
+``GymnasiumBatch("CartPole-v1", num_envs=16)`` or ``GymnasiumBatch(lambda: MyEnv(), num_envs=16)``.
+``serve`` runs until SIGINT/SIGTERM (it finishes the current exchange and closes the stream) or
+``ClientConfig.max_steps``, reconnects with backoff when the pool goes away, and raises ``ClientError``
+when the pool refuses the client. ``EnvClient.run`` is the asyncio form. The wire contract is
+docs/protocol.md.
+"""
+
+from impala.client.backends import EnvpoolBatch, GymnasiumBatch, make_batch
+from impala.client.client import ClientConfig, ClientError, ClientStats, EnvClient
+from impala.client.main import serve
+from impala.client.simulator import BatchStep, EnvBatch, Simulator, SimulatorBatch
+from impala.client.wire import ProtocolError
+
+__all__ = [
+    "BatchStep",
+    "ClientConfig",
+    "ClientError",
+    "ClientStats",
+    "EnvBatch",
+    "EnvClient",
+    "EnvpoolBatch",
+    "GymnasiumBatch",
+    "ProtocolError",
+    "Simulator",
+    "SimulatorBatch",
+    "make_batch",
+    "serve",
+]

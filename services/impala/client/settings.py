@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Self
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -20,9 +21,33 @@ class ClientSettings(BaseSettings):
     token_file: Path | None = Field(None, description="File holding the bearer token.")
     tls_ca: Path | None = Field(None, description="PEM CA bundle; enables TLS.")
     reconnect_on_reset: bool = Field(
-        False, description="One env per stream; disconnect and redial at every episode end."
+        False,
+        description="One env per stream, redialed at every episode end; num_envs such streams run side by side.",
     )
     max_steps: int = Field(0, ge=0, description="Stop after this many env steps (0 = run until stopped).")
     seed: int = Field(0, description="Seed of the first env; env i gets seed + i.")
     backend: str = Field("gymnasium", pattern=r"^(gymnasium|envpool)$", description="Vector env backend.")
     backoff_max_s: float = Field(10.0, gt=0, description="Cap of the reconnect backoff.")
+    backoff_base_s: float = Field(0.1, gt=0, description="Ceiling of the first reconnect delay (doubles per failure).")
+    tls: bool = Field(False, description="Use TLS with the system's root CAs (implied by tls_ca).")
+    client_name: str = Field("", max_length=128, description="Name shown in the pool's logs; default: hostname-pid.")
+    log_interval_s: float = Field(10.0, gt=0, description="Period of the env steps/s log line.")
+    stop_grace_s: float = Field(5.0, ge=0, description="On SIGTERM, how long to wait for the pool's pending reply.")
+    log_level: str = Field("INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$", description="Log level.")
+    log_format: str = Field("json", pattern=r"^(json|text)$", description="Log line format.")
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        if self.token_file is not None and not self.token_file.is_file():
+            raise ValueError(f"token_file {self.token_file} does not exist")
+        if self.tls_ca is not None and not self.tls_ca.is_file():
+            raise ValueError(f"tls_ca {self.tls_ca} does not exist")
+        if self.backoff_base_s > self.backoff_max_s:
+            raise ValueError("backoff_base_s must not exceed backoff_max_s")
+        return self
+
+    def bearer_token(self) -> str:
+        """The token to send ('' for none); token_file wins over token."""
+        if self.token_file is not None:
+            return self.token_file.read_text().strip()
+        return self.token.get_secret_value()

@@ -1,0 +1,112 @@
+"""``EnvBatch`` backends for registered environments: Gymnasium (always) and envpool (when installed).
+
+Both are adapted to same-step auto-reset, which is what the wire protocol needs: Gymnasium through
+``AutoresetMode.SAME_STEP`` (its ``final_obs`` info key holds the last observations), envpool, which
+only resets on the next step, by resetting the ended envs explicitly right after the step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import numpy.typing as npt
+
+from impala.client.simulator import Array, BatchStep, EnvBatch
+
+BACKENDS = ("gymnasium", "envpool")
+
+
+def _discrete(space: gym.Space[Any], what: str) -> tuple[int, int]:
+    """(n, start) of a Discrete action space; the protocol only carries discrete actions."""
+    if not isinstance(space, gym.spaces.Discrete):
+        raise ValueError(f"{what}: action space is {space}, the ActorPool protocol needs Discrete actions")
+    return int(space.n), int(space.start)
+
+
+class GymnasiumBatch:
+    """E Gymnasium envs in a ``SyncVectorEnv`` with same-step auto-reset.
+
+    Args:
+        env: a registered id such as ``"CartPole-v1"``, or a factory returning a ``gym.Env``.
+        num_envs: E.
+        seed: env i is seeded ``seed + i`` at the first reset; later resets continue their RNGs.
+    """
+
+    def __init__(self, env: str | Callable[[], gym.Env[Any, Any]], num_envs: int, seed: int = 0) -> None:
+        mode = gym.vector.AutoresetMode.SAME_STEP
+        if isinstance(env, str):
+            self.envs: gym.vector.VectorEnv[Any, Any, Any] = gym.make_vec(
+                env, num_envs=num_envs, vectorization_mode="sync", vector_kwargs={"autoreset_mode": mode}
+            )
+        else:
+            self.envs = gym.vector.SyncVectorEnv([env] * num_envs, autoreset_mode=mode)
+        self.num_envs = num_envs
+        self.num_actions, self._start = _discrete(self.envs.single_action_space, str(env))
+        self._seed: int | None = seed
+
+    def reset(self) -> Array:
+        obs, _ = self.envs.reset(seed=self._seed)
+        self._seed = None
+        return np.asarray(obs)
+
+    def step(self, actions: npt.NDArray[np.int64]) -> BatchStep:
+        obs, reward, terminated, truncated, info = self.envs.step(actions + self._start)
+        terminated, truncated = np.asarray(terminated, np.bool_), np.asarray(truncated, np.bool_)
+        ended = terminated | truncated
+        # SAME_STEP keeps the old episode's last observation in an object array (None where not ended).
+        final = np.stack(list(info["final_obs"][ended])) if ended.any() else None
+        return BatchStep(np.asarray(obs), np.asarray(reward, np.float32), terminated, truncated, final)
+
+    def close(self) -> None:
+        self.envs.close()
+
+
+class EnvpoolBatch:
+    """E envpool envs (C++ threads), adapted from envpool's next-step reset to same-step reset."""
+
+    def __init__(self, env_id: str, num_envs: int, seed: int = 0) -> None:
+        try:
+            import envpool  # type: ignore[import-not-found,unused-ignore]
+        except ImportError:
+            raise ImportError("backend 'envpool' needs the envpool package: pip install envpool") from None
+        self.envs: Any = envpool.make(env_id, env_type="gymnasium", num_envs=num_envs, seed=seed)
+        self.num_envs = num_envs
+        self.num_actions, self._start = _discrete(self.envs.action_space, env_id)
+
+    def reset(self) -> Array:
+        obs, info = self.envs.reset()
+        return self._ordered(obs, info)
+
+    def step(self, actions: npt.NDArray[np.int64]) -> BatchStep:
+        obs, reward, terminated, truncated, info = self.envs.step(actions + self._start)
+        order = np.argsort(info["env_id"])
+        obs = np.array(obs)[order]
+        terminated = np.asarray(terminated, np.bool_)[order]
+        truncated = np.asarray(truncated, np.bool_)[order]
+        ended = np.flatnonzero(terminated | truncated)
+        final = None
+        if len(ended):
+            final = obs[ended].copy()
+            # Reset now so observation[i] is the next episode's first; envpool then steps it normally.
+            reset_obs, reset_info = self.envs.reset(ended.astype(np.int32))
+            obs[np.asarray(reset_info["env_id"])] = reset_obs
+        return BatchStep(obs, np.asarray(reward, np.float32)[order], terminated, truncated, final)
+
+    @staticmethod
+    def _ordered(obs: Any, info: dict[str, Any]) -> Array:
+        return np.array(obs)[np.argsort(info["env_id"])]
+
+    def close(self) -> None:
+        self.envs.close()
+
+
+def make_batch(backend: str, env: str, num_envs: int, seed: int = 0) -> EnvBatch:
+    """The ``EnvBatch`` for ``impala env --backend B --env ID --num-envs E``."""
+    if backend == "gymnasium":
+        return GymnasiumBatch(env, num_envs, seed)
+    if backend == "envpool":
+        return EnvpoolBatch(env, num_envs, seed)
+    raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")

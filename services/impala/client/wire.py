@@ -1,0 +1,83 @@
+"""Building and reading ``impala.actorpool.v1`` messages (pure functions, no I/O)."""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+
+from impala.actorpool.v1 import actorpool_pb2
+from impala.client.simulator import Array, BatchStep
+from impala.core import tensors
+
+PROTOCOL_VERSION = 1
+
+
+class ProtocolError(RuntimeError):
+    """The pool sent something the protocol does not allow (a pool bug; not retried)."""
+
+
+def hello(name: str, num_envs: int, observation: Array, num_actions: int) -> actorpool_pb2.EnvMessage:
+    """The handshake; the observation spec is read off a batch of reset observations [E, *obs]."""
+    msg = actorpool_pb2.Hello(
+        client_name=name[:128],
+        num_envs=num_envs,
+        observation_spec=tensors.spec(observation.dtype, observation.shape[1:]),
+        num_actions=num_actions,
+        protocol_version=PROTOCOL_VERSION,
+    )
+    return actorpool_pb2.EnvMessage(hello=msg)
+
+
+def first_step(observation: Array) -> actorpool_pb2.EnvMessage:
+    """The first Step of a stream: reset observations, reward 0, every flag false."""
+    no = np.zeros(len(observation), np.bool_)
+    return step(observation, np.zeros(len(observation), np.float32), no, no, None)
+
+
+def batch_step(result: BatchStep) -> actorpool_pb2.EnvMessage:
+    """The Step reporting one ``EnvBatch.step``."""
+    return step(result.observation, result.reward, result.terminated, result.truncated, result.final_observation)
+
+
+def step(
+    observation: Array,
+    reward: npt.NDArray[np.float32],
+    terminated: npt.NDArray[np.bool_],
+    truncated: npt.NDArray[np.bool_],
+    final_observation: Array | None,
+) -> actorpool_pb2.EnvMessage:
+    msg = actorpool_pb2.Step(
+        observation=tensors.encode(observation),
+        reward=reward.tolist(),
+        terminated=terminated.tolist(),
+        truncated=truncated.tolist(),
+    )
+    if final_observation is not None:
+        tensors.encode(final_observation, out=msg.final_observation)
+    return actorpool_pb2.EnvMessage(step=msg)
+
+
+def welcome(reply: object) -> actorpool_pb2.Welcome:
+    """The Welcome that must answer Hello."""
+    if not isinstance(reply, actorpool_pb2.AgentMessage) or reply.WhichOneof("kind") != "welcome":
+        raise ProtocolError(f"expected Welcome after Hello, got {_kind(reply)}")
+    return reply.welcome
+
+
+def actions(reply: object, num_envs: int, num_actions: int) -> tuple[npt.NDArray[np.int64], int]:
+    """(actions [E] int64, policy_version) of the Actions that must answer a Step."""
+    if not isinstance(reply, actorpool_pb2.AgentMessage) or reply.WhichOneof("kind") != "actions":
+        raise ProtocolError(f"expected Actions after Step, got {_kind(reply)}")
+    try:
+        array = tensors.decode(reply.actions.actions, name="Actions.actions", dtype=np.int64, shape=(num_envs,))
+    except tensors.TensorError as err:
+        raise ProtocolError(str(err)) from None
+    if len(array) and not (int(array.min()) >= 0 and int(array.max()) < num_actions):
+        raise ProtocolError(f"Actions.actions has values outside 0..{num_actions - 1}: {array.tolist()}")
+    return array.astype(np.int64), int(reply.actions.policy_version)
+
+
+def _kind(reply: object) -> str:
+    if isinstance(reply, actorpool_pb2.AgentMessage):
+        return reply.WhichOneof("kind") or "an empty AgentMessage"
+    return "end of stream" if reply is not None else "nothing"
