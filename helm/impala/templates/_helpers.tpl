@@ -1,0 +1,261 @@
+{{/* Names, labels and the small pieces every component template shares. */}}
+
+{{- define "impala.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* release-chart, or the release name alone when it already contains the chart name. */}}
+{{- define "impala.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default .Chart.Name .Values.nameOverride -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "impala.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* Name of a component's resources: (dict "ctx" $ "component" "actorpool") */}}
+{{- define "impala.componentName" -}}
+{{- printf "%s-%s" (include "impala.fullname" .ctx) .component | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "impala.labels" -}}
+helm.sh/chart: {{ include "impala.chart" . }}
+app.kubernetes.io/name: {{ include "impala.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: impala
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{/* Selector labels of a component: (dict "ctx" $ "component" "actorpool") */}}
+{{- define "impala.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "impala.name" .ctx }}
+app.kubernetes.io/instance: {{ .ctx.Release.Name }}
+app.kubernetes.io/component: {{ .component }}
+{{- end -}}
+
+{{- define "impala.componentLabels" -}}
+{{ include "impala.labels" .ctx }}
+app.kubernetes.io/component: {{ .component }}
+{{- end -}}
+
+{{- define "impala.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- default (include "impala.fullname" .) .Values.serviceAccount.name -}}
+{{- else -}}
+{{- default "default" .Values.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{/* image reference of a component block: (dict "ctx" $ "image" .Values.actorpool.image) */}}
+{{- define "impala.image" -}}
+{{- printf "%s:%s" .image.repository (default .ctx.Chart.AppVersion .image.tag) -}}
+{{- end -}}
+
+{{- define "impala.runName" -}}
+{{- default .Release.Name .Values.shared.run -}}
+{{- end -}}
+
+{{/*
+An environment value as a quoted string. Helm reads YAML numbers as float64, and 16777216 would print
+as 1.6777216e+07, which pydantic rejects for an int field; whole numbers print as integers instead.
+*/}}
+{{- define "impala.envValue" -}}
+{{- if and (kindIs "float64" .) (eq (float64 (int64 .)) .) -}}
+{{- int64 . | toString | quote -}}
+{{- else -}}
+{{- toString . | quote -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+ConfigMap data of a component: the shared fields it has, its config block, and the fields the chart
+owns. (dict "ctx" $ "shared" (list "run" ...) "config" .Values.x.config "managed" (dict ...))
+*/}}
+{{- define "impala.configData" -}}
+{{- $ctx := .ctx -}}
+{{- $values := dict "run" (include "impala.runName" $ctx) -}}
+{{- range $key := .shared }}
+{{- if ne $key "run" }}{{ $_ := set $values $key (index $ctx.Values.shared $key) }}{{ end }}
+{{- end }}
+{{- $values = merge $values .managed -}}
+{{- range $key, $value := .config }}
+{{- $_ := set $values $key $value }}
+{{- end }}
+{{- range $key, $value := $values }}
+{{- if not (kindIs "invalid" $value) }}
+{{ printf "IMPALA_%s" (upper $key) }}: {{ include "impala.envValue" $value }}
+{{- end }}
+{{- end }}
+{{- end -}}
+
+{{/* Secret name and key holding a token: (dict "ctx" $ "component" "actorpool") */}}
+{{- define "impala.tokenSecretName" -}}
+{{- $auth := index .ctx.Values.auth .component -}}
+{{- default (printf "%s-auth" (include "impala.fullname" .ctx)) $auth.existingSecret -}}
+{{- end -}}
+
+{{- define "impala.tokenSecretKey" -}}
+{{- $auth := index .ctx.Values.auth .component -}}
+{{- if $auth.existingSecret -}}{{ $auth.existingSecretKey }}{{- else -}}{{ printf "%s-token" .component }}{{- end -}}
+{{- end -}}
+
+{{- define "impala.hasToken" -}}
+{{- $auth := index .ctx.Values.auth .component -}}
+{{- if or $auth.token $auth.existingSecret -}}true{{- end -}}
+{{- end -}}
+
+{{/*
+Default-deny: the public ingress and the control API render only with a token, or with the explicit
+auth.insecure flag. (dict "ctx" $ "component" "actorpool")
+*/}}
+{{- define "impala.requireToken" -}}
+{{- if and (not (include "impala.hasToken" .)) (not .ctx.Values.auth.insecure) -}}
+{{- fail (printf "auth.%s: no bearer token configured. Set auth.%s.token, or auth.%s.existingSecret (a Secret with key %q), or set auth.insecure=true to run without authentication (never in production)." .component .component .component (index .ctx.Values.auth .component).existingSecretKey) -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Volume and env entries that mount a token file: (dict "ctx" $ "component" "actorpool") */}}
+{{- define "impala.tokenVolume" -}}
+{{- if include "impala.hasToken" . -}}
+- name: token
+  secret:
+    secretName: {{ include "impala.tokenSecretName" . }}
+    items:
+      - key: {{ include "impala.tokenSecretKey" . }}
+        path: token
+{{- end -}}
+{{- end -}}
+
+{{- define "impala.tokenMount" -}}
+{{- if include "impala.hasToken" . -}}
+- name: token
+  mountPath: /var/run/secrets/impala/token
+  readOnly: true
+{{- end -}}
+{{- end -}}
+
+{{- define "impala.tokenEnv" -}}
+{{- if include "impala.hasToken" . -}}
+- name: IMPALA_TOKEN_FILE
+  value: /var/run/secrets/impala/token/token
+{{- else -}}
+- name: IMPALA_INSECURE
+  value: "true"
+{{- end -}}
+{{- end -}}
+
+{{/* Redis URL Secret (holds the password inside the URL). */}}
+{{- define "impala.redisSecretName" -}}
+{{- if and (not .Values.redis.enabled) .Values.redis.external.existingSecret -}}
+{{- .Values.redis.external.existingSecret -}}
+{{- else -}}
+{{- printf "%s-redis" (include "impala.fullname" .) -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "impala.redisSecretKey" -}}
+{{- if and (not .Values.redis.enabled) .Values.redis.external.existingSecret -}}
+{{- .Values.redis.external.existingSecretKey -}}
+{{- else -}}
+redis-url
+{{- end -}}
+{{- end -}}
+
+{{- define "impala.redisEnv" -}}
+- name: IMPALA_REDIS_URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "impala.redisSecretName" . }}
+      key: {{ include "impala.redisSecretKey" . }}
+{{- end -}}
+
+{{- define "impala.weightsAddress" -}}
+{{- printf "%s:%d" (include "impala.componentName" (dict "ctx" . "component" "weights")) (int .Values.weights.service.port) -}}
+{{- end -}}
+
+{{/* Annotations that roll a pod when its ConfigMap or a Secret it reads changes. */}}
+{{- define "impala.checksums" -}}
+checksum/config: {{ include (print .ctx.Template.BasePath "/" .component "/configmap.yaml") .ctx | sha256sum }}
+checksum/secrets: {{ include (print .ctx.Template.BasePath "/secrets.yaml") .ctx | sha256sum }}
+{{- end -}}
+
+{{/* Pod-level fields every impala pod shares: (dict "ctx" $ "block" .Values.actorpool) */}}
+{{- define "impala.podCommon" -}}
+{{- with .ctx.Values.imagePullSecrets }}
+imagePullSecrets:
+  {{- range . }}
+  - name: {{ . }}
+  {{- end }}
+{{- end }}
+securityContext:
+  {{- toYaml .ctx.Values.podSecurityContext | nindent 2 }}
+{{- with .block.nodeSelector }}
+nodeSelector:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .block.tolerations }}
+tolerations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .block.affinity }}
+affinity:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end -}}
+
+{{/*
+A NetworkPolicy of a component: (dict "ctx" $ "component" "weights" "rules" (list ...)). Ingress
+only: egress stays open (DNS, cloud endpoints). Every impala pod also admits metrics scrapers.
+*/}}
+{{- define "impala.networkPolicy" -}}
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata:
+  name: {{ include "impala.componentName" . }}
+  labels:
+    {{- include "impala.componentLabels" . | nindent 4 }}
+spec:
+  podSelector:
+    matchLabels:
+      {{- include "impala.selectorLabels" . | nindent 6 }}
+  policyTypes: ["Ingress"]
+  ingress:
+    {{- toYaml .rules | nindent 4 }}
+{{- end -}}
+
+{{/* `from` peer list selecting impala pods of this release by component. */}}
+{{- define "impala.peerPods" -}}
+- podSelector:
+    matchExpressions:
+      - key: app.kubernetes.io/instance
+        operator: In
+        values: [{{ .ctx.Release.Name | quote }}]
+      - key: app.kubernetes.io/name
+        operator: In
+        values: [{{ include "impala.name" .ctx | quote }}]
+      - key: app.kubernetes.io/component
+        operator: In
+        values: {{ toJson .components }}
+{{- end -}}
+
+{{- define "impala.metricsRule" -}}
+from:
+  - namespaceSelector:
+      {{- toYaml .Values.networkPolicy.metricsNamespaceSelector | nindent 6 }}
+ports:
+  - port: metrics
+    protocol: TCP
+{{- end -}}
