@@ -1,0 +1,127 @@
+"""``impala eval``: run a checkpoint's policy in its Gymnasium env and report mean ± std return.
+
+Episodes run one after another in one env (seeds ``seed``, ``seed + 1``, ...), sampling actions from
+the policy or, with ``greedy``, taking the most likely one. With ``video_dir`` every episode is
+recorded by Gymnasium's ``RecordVideo`` (needs ``moviepy`` and an env that renders ``rgb_array``).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from impala.core.models import Policy, make_env
+from impala.tools.export import checkpoint_policy
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    """Returns and lengths of the evaluated episodes."""
+
+    returns: list[float]
+    lengths: list[int]
+
+    @property
+    def mean(self) -> float:
+        return statistics.fmean(self.returns)
+
+    @property
+    def std(self) -> float:
+        return statistics.pstdev(self.returns)
+
+
+def video_problem(env_id: str) -> str | None:
+    """Why videos of ``env_id`` cannot be recorded here, or None when they can."""
+    if importlib.util.find_spec("moviepy") is None:
+        return "recording videos needs moviepy: pip install moviepy"
+    env = make_env(env_id)
+    try:
+        modes = env.metadata.get("render_modes", [])
+    finally:
+        env.close()
+    if "rgb_array" not in modes:
+        return f"{env_id} cannot render rgb_array frames (render modes: {modes}), so there is no video to record"
+    return None
+
+
+def make_eval_env(env_id: str, video_dir: Path | None) -> gym.Env[Any, Any]:
+    if video_dir is None:
+        return make_env(env_id)
+    env = make_env(env_id, render_mode="rgb_array")
+    return gym.wrappers.RecordVideo(env, str(video_dir), episode_trigger=lambda _: True, disable_logger=True)
+
+
+def _mismatch(env: gym.Env[Any, Any], model: Policy) -> str | None:
+    """Why ``model`` cannot act in ``env`` (observation shape or action count), or None."""
+    shape = tuple(env.observation_space.shape or ())
+    actions = getattr(env.action_space, "n", None)
+    if shape != model.spec.observation_shape or actions != model.spec.num_actions:
+        return (
+            f"the env has observations {shape} and {actions} actions; the policy expects "
+            f"{model.spec.observation_shape} and {model.spec.num_actions}"
+        )
+    return None
+
+
+def run_episodes(model: Policy, env: gym.Env[Any, Any], episodes: int, *, greedy: bool, seed: int) -> EvalResult:
+    """Play ``episodes`` full episodes of ``env`` with ``model`` (batch of one, recurrent state carried)."""
+    generator = torch.Generator().manual_seed(seed)
+    dtype = torch.uint8 if model.spec.observation_dtype == "uint8" else torch.float32
+    returns: list[float] = []
+    lengths: list[int] = []
+    for episode in range(episodes):
+        obs, _ = env.reset(seed=seed + episode)
+        state = model.initial_state(1)
+        first, total, steps, over = True, 0.0, 0, False
+        while not over:
+            obs_t = torch.as_tensor(np.asarray(obs), dtype=dtype).unsqueeze(0)
+            out = model.act(obs_t, torch.tensor([first]), state, greedy=greedy, generator=generator)
+            state, first = out.core_state, False
+            obs, reward, terminated, truncated, _ = env.step(int(out.action[0]))
+            total += float(reward)
+            steps += 1
+            over = bool(terminated or truncated)
+        returns.append(total)
+        lengths.append(steps)
+    return EvalResult(returns, lengths)
+
+
+def evaluate_checkpoint(
+    checkpoint: Path, env_id: str, episodes: int, *, greedy: bool = False, seed: int = 0, video_dir: Path | None = None
+) -> int:
+    """``impala eval``: print mean ± std return; 0 on success, 1 on an unusable checkpoint, 2 on a video problem."""
+    from rich.console import Console
+
+    out, err = Console(soft_wrap=True), Console(stderr=True, soft_wrap=True)
+    if video_dir is not None and (problem := video_problem(env_id)) is not None:
+        err.print(f"[red]{problem}[/red]", highlight=False)
+        return 2
+    try:
+        model, config = checkpoint_policy(checkpoint)
+    except (ValueError, KeyError, RuntimeError) as error:
+        err.print(f"[red]cannot load {checkpoint}: {error}[/red]", highlight=False)
+        return 1
+    env = make_eval_env(env_id, video_dir)
+    try:
+        if (mismatch := _mismatch(env, model)) is not None:
+            err.print(f"[red]{mismatch}: pass --env {config.get('env', '<the training env>')}[/red]", highlight=False)
+            return 1
+        result = run_episodes(model, env, episodes, greedy=greedy, seed=seed)
+    finally:
+        env.close()
+    mode = "greedy" if greedy else "sampled"
+    out.print(
+        f"{env_id}: mean return {result.mean:.2f} ± {result.std:.2f} over {episodes} episodes "
+        f"({mode} actions, mean length {statistics.fmean(result.lengths):.1f})",
+        highlight=False,
+    )
+    if video_dir is not None:
+        out.print(f"videos in {video_dir}", highlight=False)
+    return 0
