@@ -8,10 +8,10 @@ from collections.abc import Awaitable, Callable
 import grpc
 import numpy as np
 import pytest
-
 from impala.actorpool.v1 import actorpool_pb2
 from impala.core import tensors
 from impala.tensor.v1 import tensor_pb2
+
 from tests.actorpool.harness import ScriptedClient, obs_for, running_pool
 
 E = 2
@@ -42,7 +42,11 @@ async def after_first(client: ScriptedClient, bad: actorpool_pb2.Step) -> None:
 def bad_hello(**fields: object) -> Callable[[ScriptedClient], Awaitable[None]]:
     async def send(client: ScriptedClient) -> None:
         hello = actorpool_pb2.Hello(
-            client_name="bad", num_envs=E, observation_spec=tensors.spec(np.float32, (4,)), num_actions=2, protocol_version=1
+            client_name="bad",
+            num_envs=E,
+            observation_spec=tensors.spec(np.float32, (4,)),
+            num_actions=2,
+            protocol_version=1,
         )
         for key, value in fields.items():
             if key == "observation_spec":
@@ -79,8 +83,16 @@ async def first_step_with_flags(client: ScriptedClient) -> None:
 nan_obs = GOOD_OBS.copy()
 nan_obs[0, 0] = np.nan
 CASES: dict[str, tuple[Callable[[ScriptedClient], Awaitable[None]], grpc.StatusCode, str]] = {
-    "wrong dtype": (bad_step(step(observation=tensors.encode(GOOD_OBS.astype(np.float64)))), INVALID, "dtype is float64"),
-    "wrong shape": (bad_step(step(observation=tensors.encode(np.zeros((E, 5), np.float32)))), INVALID, "shape is [2, 5]"),
+    "wrong dtype": (
+        bad_step(step(observation=tensors.encode(GOOD_OBS.astype(np.float64)))),
+        INVALID,
+        "dtype is float64",
+    ),
+    "wrong shape": (
+        bad_step(step(observation=tensors.encode(np.zeros((E, 5), np.float32)))),
+        INVALID,
+        "shape is [2, 5]",
+    ),
     "data length": (
         bad_step(step(observation=tensor_pb2.Tensor(dtype=tensor_pb2.DTYPE_FLOAT32, shape=[E, 4], data=b"\0" * 12))),
         INVALID,
@@ -122,7 +134,7 @@ CASES: dict[str, tuple[Callable[[ScriptedClient], Awaitable[None]], grpc.StatusC
 @pytest.mark.parametrize("case", list(CASES))
 async def test_bad_input_ends_only_its_stream(case: str) -> None:
     send_bad, code, detail = CASES[case]
-    async with running_pool() as (pool, sink):
+    async with running_pool() as (pool, _sink):
         async with grpc.aio.insecure_channel(f"127.0.0.1:{pool.port}") as channel:
             healthy = ScriptedClient(channel, E)
             await healthy.hello()

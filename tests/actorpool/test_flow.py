@@ -6,24 +6,24 @@ import asyncio
 
 import grpc
 import numpy as np
-
+import pytest
 from impala.actorpool.sinks import MemorySink
+
 from tests.actorpool.harness import ScriptedClient, make_step, obs_for, running_pool
 
 
 async def test_pause_holds_replies_and_resume_releases_them() -> None:
-    async with running_pool() as (pool, sink):
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{pool.port}") as channel:
-            client = ScriptedClient(channel, 2)
-            await client.hello()
-            await client.step(obs_for(np.zeros(2), np.zeros(2), 2))
-            pool.control.pause()
-            pending = asyncio.create_task(client.step(obs_for(np.zeros(2), np.ones(2), 2), [1.0, 1.0]))
-            await asyncio.sleep(0.3)
-            assert not pending.done(), "a paused pool must hold its reply"
-            pool.control.resume()
-            assert (await asyncio.wait_for(pending, 5)).shape == (2,)
-            assert await client.close() == grpc.StatusCode.OK
+    async with running_pool() as (pool, _sink), grpc.aio.insecure_channel(f"127.0.0.1:{pool.port}") as channel:
+        client = ScriptedClient(channel, 2)
+        await client.hello()
+        await client.step(obs_for(np.zeros(2), np.zeros(2), 2))
+        pool.control.pause()
+        pending = asyncio.create_task(client.step(obs_for(np.zeros(2), np.ones(2), 2), [1.0, 1.0]))
+        await asyncio.sleep(0.3)
+        assert not pending.done(), "a paused pool must hold its reply"
+        pool.control.resume()
+        assert (await asyncio.wait_for(pending, 5)).shape == (2,)
+        assert await client.close() == grpc.StatusCode.OK
 
 
 async def test_full_sink_delays_replies_instead_of_dropping() -> None:
@@ -74,10 +74,8 @@ async def test_drain_ships_partials_and_ends_streams_with_unavailable() -> None:
             await asyncio.sleep(0.05)
             # The client's next step arrives during the drain: recorded, not answered.
             await client.send(make_step(obs_for(np.zeros(3), np.full(3, 4), 3), [1.0] * 3))
-            try:
+            with pytest.raises(grpc.aio.AioRpcError) as err:
                 await client.call.read()
-                raise AssertionError("expected the stream to end")
-            except grpc.aio.AioRpcError as err:
-                assert err.code() == grpc.StatusCode.UNAVAILABLE
+            assert err.value.code() == grpc.StatusCode.UNAVAILABLE
             await drain
         assert len(sink.items) == 3  # one partial rollout per env slot, nothing lost

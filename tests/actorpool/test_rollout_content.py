@@ -6,8 +6,8 @@ from __future__ import annotations
 import grpc
 import numpy as np
 import torch
-
 from impala.actorpool.server import ActorPool
+
 from tests.actorpool.harness import ScriptedClient, decoded, obs_for, running_pool
 
 T = 5
@@ -23,7 +23,9 @@ def values_of(pool: ActorPool, obs: np.ndarray) -> np.ndarray:
 
 def logits_of(pool: ActorPool, obs: np.ndarray) -> np.ndarray:
     with torch.no_grad():
-        out = pool.policy.model.act(torch.from_numpy(obs.astype(np.float32)), torch.zeros(len(obs), dtype=torch.bool), ())
+        out = pool.policy.model.act(
+            torch.from_numpy(obs.astype(np.float32)), torch.zeros(len(obs), dtype=torch.bool), ()
+        )
     return out.logits.numpy()
 
 
@@ -82,7 +84,7 @@ async def test_terminated_cuts_and_truncated_bootstraps_from_final_observation()
             await client.step(
                 obs_for(np.ones(E), np.zeros(E), E), [1.0, 1.0], [True, False], [False, True], final=final
             )
-            for t in range(1, 3):
+            for t in range(1, 4):
                 await client.step(obs_for(np.ones(E), np.full(E, t), E), [1.0, 1.0])
             await client.close()
         records = {r.env_index: r for r in decoded(sink)}

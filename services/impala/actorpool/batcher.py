@@ -117,9 +117,8 @@ class DynamicBatcher:
             self._scatter(live, result)
 
     def _collate(self, batch: list[_Request]) -> tuple[npt.NDArray[np.generic], npt.NDArray[np.bool_], State]:
+        # Always copy into the reused buffer: message views are read-only and torch wants writable memory.
         rows = sum(r.rows for r in batch)
-        if len(batch) == 1:
-            return batch[0].obs, batch[0].done, batch[0].state
         first = batch[0].obs
         if self._obs_buf is None or self._obs_buf.shape[0] < rows or self._obs_buf.dtype != first.dtype:
             self._obs_buf = np.empty((max(rows, self.max_batch_size), *first.shape[1:]), dtype=first.dtype)

@@ -101,7 +101,11 @@ class PoolControl:
         assert self.redis is not None
         while True:
             now = time.time()
-            fields = {**self._status(), "heartbeat": now, "paused": int(self.paused)}
+            fields: dict[str | bytes, str | int | float] = {
+                **self._status(),
+                "heartbeat": now,
+                "paused": int(self.paused),
+            }
             try:
                 async with self.redis.pipeline(transaction=False) as pipe:
                     pipe.hset(self.keys.pool_status(self.pool_id), mapping=fields)

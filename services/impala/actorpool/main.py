@@ -62,7 +62,14 @@ async def serve(settings: ActorPoolSettings) -> None:
         )
         updates = decoded_updates(subscriber)
     pool = build_actorpool(
-        settings, policy=policy, spec=spec, sink=sink, redis=redis, weight_updates=updates, registry=registry, pool_id=pool_id
+        settings,
+        policy=policy,
+        spec=spec,
+        sink=sink,
+        redis=redis,
+        weight_updates=updates,
+        registry=registry,
+        pool_id=pool_id,
     )
     metrics.serve(registry, settings.metrics_port)
     port = await pool.start()

@@ -30,7 +30,9 @@ class PoolMetrics:
             connected_clients=Gauge(
                 "impala_actorpool_connected_clients", "Client streams past the handshake.", registry=registry
             ),
-            env_steps=Counter("impala_actorpool_env_steps_total", "Env steps received from clients.", registry=registry),
+            env_steps=Counter(
+                "impala_actorpool_env_steps_total", "Env steps received from clients.", registry=registry
+            ),
             inference_batch_size=Histogram(
                 "impala_actorpool_inference_batch_size",
                 "Observations per inference pass.",

@@ -96,7 +96,15 @@ class StreamRollouts:
         for i in np.flatnonzero(open_slots & (self.ep_length > 0)):  # the disconnect ended these episodes
             self.episodes[i].append((float(self.ep_return[i]), int(self.ep_length[i])))
         self.obs[L + 1 :] = 0
-        for buf in (self.action, self.logits, self.reward, self.terminated, self.truncated, self.bootstrap, self.versions):
+        for buf in (
+            self.action,
+            self.logits,
+            self.reward,
+            self.terminated,
+            self.truncated,
+            self.bootstrap,
+            self.versions,
+        ):
             buf[L:] = 0
         return self._ship(L)
 

@@ -8,7 +8,6 @@ import contextlib
 import logging
 import os
 import socket
-import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
@@ -70,9 +69,8 @@ class ActorPool:
     async def drain(self) -> None:
         """Stop accepting, let every stream ship its partial rollouts and end with UNAVAILABLE."""
         self.servicer.draining.set()
-        deadline = time.monotonic() + self.settings.drain_grace_s
-        while self.servicer.sessions and time.monotonic() < deadline:
-            await asyncio.sleep(0.02)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.servicer.idle.wait(), self.settings.drain_grace_s)
         log.info("drained", extra={"left": len(self.servicer.sessions)})
 
     async def stop(self) -> None:

@@ -36,10 +36,12 @@ class ActorPoolServicer(actorpool_pb2_grpc.ActorPoolServicer):
         self.control, self.metrics, self.max_clients = control, metrics, max_clients
         self.draining = asyncio.Event()
         self.sessions: set[Session] = set()
+        self.idle = asyncio.Event()  # set while no stream is open
+        self.idle.set()
         self.connected = 0
         self.env_steps = 0
 
-    async def Connect(  # noqa: N802  (gRPC method name)
+    async def Connect(  # type: ignore[override]  # noqa: N802  (reads and writes through the context)
         self, request_iterator: AsyncIterator[actorpool_pb2.EnvMessage], context: Context
     ) -> None:
         if self.draining.is_set():
@@ -58,6 +60,7 @@ class ActorPoolServicer(actorpool_pb2_grpc.ActorPoolServicer):
             draining=self.draining,
         )
         self.sessions.add(session)
+        self.idle.clear()
         error: StreamError | None = None
         handshaken = False
         try:
@@ -65,13 +68,18 @@ class ActorPoolServicer(actorpool_pb2_grpc.ActorPoolServicer):
             handshaken = True
             self.connected += 1
             self.metrics.connected_clients.inc()
-            log.info("client connected", extra={"session": session.session_id, "envs": session.num_envs, "peer": context.peer()})
+            log.info(
+                "client connected",
+                extra={"session": session.session_id, "envs": session.num_envs, "peer": context.peer()},
+            )
             await session.run()
         except StreamError as err:
             error = err
         finally:
             await asyncio.shield(session.finish())
             self.sessions.discard(session)
+            if not self.sessions:
+                self.idle.set()
             if handshaken:
                 self.connected -= 1
                 self.metrics.connected_clients.dec()

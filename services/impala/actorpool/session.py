@@ -113,7 +113,9 @@ class Session:
             if self.draining.is_set():
                 return  # recorded; the stream ends with UNAVAILABLE instead of a reply
             await self.control.wait_running()
-            reply = actorpool_pb2.Actions(actions=tensors.encode(result.action[: self.num_envs]), policy_version=result.version)
+            reply = actorpool_pb2.Actions(
+                actions=tensors.encode(result.action[: self.num_envs]), policy_version=result.version
+            )
             await self.context.write(actorpool_pb2.AgentMessage(actions=reply))
             self.metrics.action_latency.observe(time.perf_counter() - received)
 
@@ -160,7 +162,9 @@ class Session:
         if not first:
             bootstrap = np.zeros(E, dtype=np.float32)
             bootstrap[step.truncated] = result.baseline[E:]
-            payloads = self.rollouts.transition(step.reward, step.terminated, step.truncated, bootstrap, step.observation)
+            payloads = self.rollouts.transition(
+                step.reward, step.terminated, step.truncated, bootstrap, step.observation
+            )
             self.metrics.env_steps.inc(E)
             await self._ship(payloads, partial=False)
         self.rollouts.act(step.observation, result.action[:E], result.logits[:E], result.version, state_in)

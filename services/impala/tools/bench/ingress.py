@@ -50,7 +50,10 @@ async def drive(port: int, obs: str, num_envs: int, streams: int, seconds: float
     observation = tensors.encode(np.random.default_rng(0).integers(0, 255, (num_envs, *shape)).astype(dtype))
     step = actorpool_pb2.EnvMessage(
         step=actorpool_pb2.Step(
-            observation=observation, reward=[0.0] * num_envs, terminated=[False] * num_envs, truncated=[False] * num_envs
+            observation=observation,
+            reward=[0.0] * num_envs,
+            terminated=[False] * num_envs,
+            truncated=[False] * num_envs,
         )
     )
     counts = [0] * streams

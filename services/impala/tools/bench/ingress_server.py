@@ -67,7 +67,7 @@ async def serve(kind: str, obs: str, port_file: Path) -> None:
         actorpool_pb2_grpc.add_ActorPoolServicer_to_server(Echo(), server)
         port = server.add_insecure_port("127.0.0.1:0")
         await server.start()
-        port_file.write_text(str(port))
+        await asyncio.to_thread(port_file.write_text, str(port))
         await stop.wait()
         await server.stop(0)
         return
@@ -76,7 +76,7 @@ async def serve(kind: str, obs: str, port_file: Path) -> None:
         host="127.0.0.1", port=0, insecure=True, max_message_bytes=64 << 20, max_batch_size=1024, batch_timeout_s=0.002
     )
     pool = build_actorpool(settings, policy=PolicyHolder(build_model(spec)), spec=spec, sink=NullSink())
-    port_file.write_text(str(await pool.start()))
+    await asyncio.to_thread(port_file.write_text, str(await pool.start()))
     await stop.wait()
     await pool.stop()
 
