@@ -11,6 +11,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
+from typing import Any
 
 import redis.asyncio as aioredis
 
@@ -101,11 +102,11 @@ class PoolControl:
         assert self.redis is not None
         while True:
             now = time.time()
-            fields: dict[str | bytes, str | int | float] = {
-                **self._status(),
+            fields: dict[bytes | bytearray | memoryview[int] | str | int | float, Any] = {
                 "heartbeat": now,
                 "paused": int(self.paused),
             }
+            fields.update(self._status())
             try:
                 async with self.redis.pipeline(transaction=False) as pipe:
                     pipe.hset(self.keys.pool_status(self.pool_id), mapping=fields)
