@@ -113,3 +113,13 @@ def test_nan_in_float_observation_is_refused_but_uint8_is_not_checked() -> None:
     with pytest.raises(TensorError, match="observation: contains NaN"):
         round_trip(rec)
     assert round_trip(make_record(obs_dtype=np.uint8)).observation.dtype == np.uint8
+
+
+def test_partial_rollout_must_end_cut() -> None:
+    rec = make_record(3)
+    assert round_trip(rec).length == 3
+    rec.truncated[:] = False
+    with pytest.raises(TensorError, match="must end terminated or truncated"):
+        round_trip(rec)
+    rec.terminated[2] = True
+    assert round_trip(rec).terminated[2]

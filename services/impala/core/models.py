@@ -112,7 +112,7 @@ class Policy(nn.Module):
 
     def forward(self, obs: Tensor, done: Tensor, core_state: State = ()) -> PolicyOutput:
         """``obs`` ``[T, B, *obs]``, ``done`` bool ``[T, B]`` → logits ``[T, B, A]``, baseline ``[T, B]``."""
-        T, B = obs.shape[:2]  # noqa: N806 (time-major notation)
+        T, B = obs.shape[:2]
         x = obs.flatten(0, 1)
         x = x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
         x = self.torso(x).view(T, B, -1)

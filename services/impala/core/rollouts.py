@@ -95,7 +95,8 @@ def from_proto(msg: rollout_pb2.Rollout, *, unroll_length: int | None = None) ->
 
     Raises ``TensorError`` naming the field when a tensor is missing, has the wrong dtype or a shape
     inconsistent with T (``unroll_length`` when given, else the length of ``action``) and A, when
-    ``length > T``, ``mask != (arange(T) < length)``, an action is out of range, or a float is not finite.
+    ``length > T``, ``mask != (arange(T) < length)``, an action is out of range, a float is not finite, or a
+    partial rollout (``length < T``) does not end terminated or truncated.
     """
     for name in _FIXED:
         if not msg.HasField(name):  # type: ignore[arg-type]
@@ -103,9 +104,9 @@ def from_proto(msg: rollout_pb2.Rollout, *, unroll_length: int | None = None) ->
     action: npt.NDArray[np.int64] = _decode(
         msg.action, "action", np.int64, (unroll_length if unroll_length is not None else -1,)
     )
-    T = int(action.shape[0])  # noqa: N806 (paper notation)
+    T = int(action.shape[0])
     logits = _decode(msg.behaviour_logits, "behaviour_logits", np.float32, (T, -1))
-    A = int(logits.shape[1])  # noqa: N806
+    A = int(logits.shape[1])
     if A < 1:
         raise TensorError("behaviour_logits: needs at least one action, got shape [T, 0]")
     observation = tensors.decode(msg.observation, name="observation")
@@ -144,6 +145,9 @@ def from_proto(msg: rollout_pb2.Rollout, *, unroll_length: int | None = None) ->
         env_index=int(msg.env_index),
     )
     _check_finite(record)
+    if 0 < length < T and not (record.terminated[length - 1] or record.truncated[length - 1]):
+        # A partial rollout must cut its chain (ADR 0003), or V-trace would bootstrap from padding.
+        raise TensorError(f"partial rollout (length {length} < T={T}) must end terminated or truncated")
     return record
 
 

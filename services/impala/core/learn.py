@@ -1,0 +1,159 @@
+"""One IMPALA learning step as a function: forward over T+1 steps, V-trace, three losses, RMSprop.
+
+``learn_step`` has no I/O: the learner loop (Redis, weights, checkpoints, signals) and the in-process
+trainer both call it. Termination and truncation enter through the per-step discounts and the reward
+(docs/adr/0003-truncation-bootstrap.md):
+
+    discount_t = γ · (1 − terminated_t) · (1 − truncated_t)
+    reward'_t  = clip(r_t) + γ · truncated_t · (1 − terminated_t) · bootstrap_value_t   (bootstrap not clipped)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from impala.core import vtrace
+from impala.core.batch import Batch
+from impala.core.losses import baseline_loss, entropy_loss, policy_gradient_loss
+from impala.core.models import ModelSpec, Policy, build_model
+
+
+@dataclass(frozen=True)
+class LearnConfig:
+    """Hyperparameters; names equal the fields of ``impala.learner.settings.LearnerSettings``.
+
+    Defaults are torchbeast's (for sum-reduced losses, see ``impala.core.losses``);
+    ``impala.core.presets`` overrides them per environment.
+    """
+
+    unroll_length: int = 80  # T
+    batch_size: int = 8  # B
+    learning_rate: float = 4.8e-4
+    total_steps: int = 50_000_000  # env steps over which the learning rate decays linearly to 0
+    discounting: float = 0.99  # γ
+    baseline_cost: float = 0.5
+    entropy_cost: float = 0.0006
+    reward_clipping: str = "abs_one"  # "abs_one" | "none"
+    grad_norm_clipping: float = 40.0
+    rmsprop_alpha: float = 0.99
+    rmsprop_epsilon: float = 0.01
+    rmsprop_momentum: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.reward_clipping not in ("abs_one", "none"):
+            raise ValueError(f"reward_clipping must be 'abs_one' or 'none', got {self.reward_clipping!r}")
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> LearnConfig:
+        """Copy the same-named fields of a settings object (e.g. ``LearnerSettings``)."""
+        return cls(**{f.name: getattr(settings, f.name) for f in fields(cls)})
+
+
+class LinearDecay(torch.optim.lr_scheduler.LRScheduler):
+    """lr = base_lr · max(0, 1 − env_steps / total_steps); set ``env_steps`` before ``step()``."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, total_steps: int) -> None:
+        self.total_steps = total_steps
+        self.env_steps = 0
+        super().__init__(optimizer)
+
+    def get_lr(self) -> list[float]:  # type: ignore[override]
+        fraction = max(0.0, 1.0 - self.env_steps / self.total_steps)
+        return [float(base) * fraction for base in self.base_lrs]
+
+
+@dataclass
+class LearnerState:
+    """Everything a learner checkpoints: model, optimizer, scheduler and counters."""
+
+    model: Policy
+    optimizer: torch.optim.RMSprop
+    scheduler: LinearDecay
+    env_steps: int = 0  # valid env steps learned from (padding excluded)
+    learner_steps: int = 0  # optimizer steps taken
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "env_steps": self.env_steps,
+            "learner_steps": self.learner_steps,
+        }
+
+    def load_state_dict(self, payload: dict[str, Any]) -> None:
+        self.model.load_state_dict(payload["model"])
+        self.optimizer.load_state_dict(payload["optimizer"])
+        self.scheduler.load_state_dict(payload["scheduler"])
+        self.env_steps = int(payload["env_steps"])
+        self.learner_steps = int(payload["learner_steps"])
+
+
+def make_learner_state(spec: ModelSpec, config: LearnConfig, device: torch.device | str = "cpu") -> LearnerState:
+    """A fresh model on ``device`` with its RMSprop optimizer and linear learning-rate decay."""
+    model = build_model(spec).to(device)
+    optimizer = torch.optim.RMSprop(
+        model.parameters(),
+        lr=config.learning_rate,
+        alpha=config.rmsprop_alpha,
+        eps=config.rmsprop_epsilon,
+        momentum=config.rmsprop_momentum,
+    )
+    return LearnerState(model, optimizer, LinearDecay(optimizer, config.total_steps))
+
+
+def episode_starts(batch: Batch) -> Tensor:
+    """done [T+1, B]: obs[t] starts an episode iff transition t−1 ended one; done[0] = False because the
+    pool stores an already-reset ``initial_core_state``."""
+    ended = batch.terminated | batch.truncated
+    return torch.cat([torch.zeros_like(ended[:1]), ended], dim=0)
+
+
+def vtrace_inputs(batch: Batch, config: LearnConfig) -> tuple[Tensor, Tensor]:
+    """(rewards', discounts) [T, B] with truncation bootstraps folded into the reward (module docstring)."""
+    gamma = config.discounting
+    reward = batch.reward.clamp(-1.0, 1.0) if config.reward_clipping == "abs_one" else batch.reward
+    # A step that is both terminated and truncated is terminal: nothing to bootstrap.
+    truncated = (batch.truncated & ~batch.terminated).to(reward.dtype)
+    rewards = reward + gamma * truncated * batch.bootstrap_value
+    discounts = gamma * (~(batch.terminated | batch.truncated)).to(reward.dtype)
+    return rewards, discounts
+
+
+def learn_step(state: LearnerState, batch: Batch, config: LearnConfig) -> dict[str, float]:
+    """One optimizer step on ``batch``; returns losses, grad norm, learning rate and episode stats."""
+    model = state.model
+    model.train()
+    out = model(batch.observation, episode_starts(batch), batch.initial_core_state)
+    logits, values = out.logits[:-1], out.baseline[:-1]
+    rewards, discounts = vtrace_inputs(batch, config)
+    # bootstrap_value = V(obs[T]); irrelevant wherever the chain was cut (discount 0) before T.
+    targets = vtrace.from_logits(
+        batch.behaviour_logits, logits, batch.action, discounts, rewards, values, out.baseline[-1]
+    )
+    pg = policy_gradient_loss(logits, batch.action, targets.pg_advantages, batch.mask)
+    baseline = config.baseline_cost * baseline_loss(values, targets.vs, batch.mask)
+    entropy = config.entropy_cost * entropy_loss(logits, batch.mask)
+    total = pg + baseline + entropy
+
+    state.optimizer.zero_grad(set_to_none=True)
+    total.backward()  # type: ignore[no-untyped-call]
+    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_norm_clipping)
+    learning_rate = state.optimizer.param_groups[0]["lr"]
+    state.optimizer.step()
+    state.env_steps += batch.num_steps
+    state.learner_steps += 1
+    state.scheduler.env_steps = state.env_steps
+    state.scheduler.step()
+
+    # One device→host transfer for all scalars.
+    values_list = torch.stack([total, pg, baseline, entropy, grad_norm]).detach().cpu().tolist()
+    stats = dict(zip(("total_loss", "pg_loss", "baseline_loss", "entropy_loss", "grad_norm"), values_list, strict=True))
+    stats.update(learning_rate=float(learning_rate), env_steps=float(state.env_steps))
+    if batch.episode_returns:
+        stats["episode_return_mean"] = sum(batch.episode_returns) / len(batch.episode_returns)
+    return stats

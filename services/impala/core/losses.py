@@ -1,0 +1,42 @@
+"""The three IMPALA loss terms, time-major ``[T, B]``, each with a ``mask`` ``[T, B]`` (False on padding).
+
+Reduction is a **sum** over valid steps, as in torchbeast and the original scalable_agent, not a mean.
+Why: with a sum every valid step carries the same weight whatever the padding, so a partial rollout
+(L < T valid steps) gives exactly the gradient of the unpadded length-L rollout, and B, T and the
+number of padded steps never rescale the step size behind the optimizer's back. The price is that the
+gradient grows with T·B, which is why the default RMSprop learning rate (4.8e-4) and grad-norm clip (40)
+are torchbeast's values for sum-reduced losses at T=80, B=8; retune them when T·B changes a lot.
+
+Masked steps go through ``torch.where`` (not a multiply) so a non-finite value on padding cannot leak
+into the sum (0 · inf = NaN); padding is zeros anyway, so its gradient is exactly zero.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+from torch.nn import functional as F
+
+
+def policy_gradient_loss(logits: Tensor, actions: Tensor, advantages: Tensor, mask: Tensor) -> Tensor:
+    """Σ_valid −log π(a_t|x_t) · A_t; ``logits`` [T, B, A], ``actions`` int64 [T, B], ``advantages`` [T, B].
+
+    ``advantages`` are treated as constants (detached): only the log-probabilities get gradients.
+    """
+    log_probs = F.log_softmax(logits, dim=-1).gather(-1, actions.unsqueeze(-1)).squeeze(-1)
+    return _masked_sum(-log_probs * advantages.detach(), mask)
+
+
+def baseline_loss(values: Tensor, targets: Tensor, mask: Tensor) -> Tensor:
+    """Σ_valid ½ (v_t − V(x_t))²; ``targets`` (the V-trace v_t) are detached. Scale by the baseline cost."""
+    return _masked_sum(0.5 * (targets.detach() - values) ** 2, mask)
+
+
+def entropy_loss(logits: Tensor, mask: Tensor) -> Tensor:
+    """Σ_valid Σ_a π(a) log π(a), the negative entropy: minimising it keeps the policy exploring."""
+    log_policy = F.log_softmax(logits, dim=-1)
+    return _masked_sum((log_policy.exp() * log_policy).sum(-1), mask)
+
+
+def _masked_sum(per_step: Tensor, mask: Tensor) -> Tensor:
+    return torch.where(mask, per_step, torch.zeros_like(per_step)).sum()
