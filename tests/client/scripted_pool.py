@@ -84,9 +84,11 @@ async def eventually(predicate: Callable[[], bool], timeout_s: float = 30.0) -> 
 
 
 @asynccontextmanager
-async def serving(pool: ScriptedPool, *, credentials: grpc.ServerCredentials | None = None) -> AsyncIterator[int]:
+async def serving(
+    pool: ScriptedPool, *, credentials: grpc.ServerCredentials | None = None, max_message_bytes: int = 16 << 20
+) -> AsyncIterator[int]:
     """Serve ``pool`` on a free loopback port; yields the port."""
-    server = grpc.aio.server()
+    server = grpc.aio.server(options=[("grpc.max_receive_message_length", max_message_bytes)])
     actorpool_pb2_grpc.add_ActorPoolServicer_to_server(pool, server)
     if credentials is None:
         port = server.add_insecure_port("127.0.0.1:0")

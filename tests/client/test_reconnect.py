@@ -79,6 +79,15 @@ async def test_fatal_statuses_are_not_retried(code: grpc.StatusCode) -> None:
     assert len(pool.streams) == 1
 
 
+async def test_a_message_over_the_size_limit_is_not_retried() -> None:
+    pool = ScriptedPool()
+    async with serving(pool, max_message_bytes=1024) as port:  # 100 envs x 16 bytes does not fit
+        with pytest.raises(ClientError, match="larger than max") as info:
+            await EnvClient(batch(100), ClientConfig(f"127.0.0.1:{port}", backoff_base_s=0.01)).run()
+    assert info.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert len(pool.streams) == 1
+
+
 async def test_unreachable_pool_is_retried_until_stopped() -> None:
     stop = asyncio.Event()
     client = EnvClient(batch(), ClientConfig("127.0.0.1:1", backoff_base_s=0.01, backoff_max_s=0.02))

@@ -3,7 +3,8 @@
 A stream is Hello → Welcome, then Step → Actions in strict turn (docs/protocol.md). Failure handling:
 
 * ``UNAUTHENTICATED``, ``PERMISSION_DENIED``, ``FAILED_PRECONDITION``, ``INVALID_ARGUMENT``,
-  ``UNIMPLEMENTED``: retrying cannot help, so ``run`` raises ``ClientError`` naming the status.
+  ``UNIMPLEMENTED``, and ``RESOURCE_EXHAUSTED`` for a message over the size limit: retrying cannot
+  help, so ``run`` raises ``ClientError`` naming the status.
 * anything else (``UNAVAILABLE`` from a draining or unreachable pool, ``RESOURCE_EXHAUSTED``,
   ``DEADLINE_EXCEEDED``, a lost connection): log one line, wait a capped exponential backoff with
   full jitter, dial again on a fresh channel (which may land on another replica). The pool treated
@@ -241,7 +242,7 @@ class EnvClient:
             code, details = err.code(), err.details() or ""
         else:
             code, details = grpc.StatusCode.UNAVAILABLE, str(err)
-        if code in FATAL_CODES:
+        if code in FATAL_CODES or _message_too_large(code, details):
             log.error("pool refused this client", extra={"code": code.name, "detail": details})
             raise ClientError(code, details) from None
         self.stats.failures += 1
@@ -275,6 +276,12 @@ class EnvClient:
             "failures": s.failures,
             "policy_version": s.policy_version,
         }
+
+
+def _message_too_large(code: grpc.StatusCode, details: str) -> bool:
+    """gRPC's own size check: the same Step would fail again, so this RESOURCE_EXHAUSTED is fatal
+    (lower num_envs), unlike the pool's "too many clients" one."""
+    return code == grpc.StatusCode.RESOURCE_EXHAUSTED and "larger than max" in details
 
 
 def _episode_end(result: BatchStep) -> actorpool_pb2.EnvMessage:
