@@ -19,5 +19,6 @@ class WeightsSettings(ServiceSettings):
     chunk_bytes: int = Field(
         4 * 1024 * 1024, ge=1024, le=4 * 1024 * 1024, description="Chunk size sent to subscribers."
     )
+    drain_grace_s: float = Field(5.0, ge=0, description="Seconds a running Publish gets on SIGTERM.")
     tls_cert: Path | None = Field(None, description="PEM certificate; with tls_key serves TLS.")
     tls_key: Path | None = Field(None, description="PEM private key for tls_cert.")

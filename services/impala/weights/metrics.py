@@ -1,0 +1,44 @@
+"""Prometheus metrics of the weight service, declared once on an injected registry."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from impala.core.metrics import LATENCY_BUCKETS
+
+
+@dataclass(frozen=True)
+class WeightsMetrics:
+    version: Gauge
+    bytes: Gauge
+    publish: Counter
+    publish_seconds: Histogram
+    subscribers: Gauge
+    sent: Counter
+    rejected: Counter
+
+    @classmethod
+    def create(cls, registry: CollectorRegistry) -> WeightsMetrics:
+        return cls(
+            version=Gauge("impala_weights_version", "Policy version served now.", registry=registry),
+            bytes=Gauge("impala_weights_bytes", "Size of the version served now.", registry=registry),
+            publish=Counter("impala_weights_publish_total", "Versions accepted from publishers.", registry=registry),
+            publish_seconds=Histogram(
+                "impala_weights_publish_seconds",
+                "From a version's first chunk received to the version served.",
+                buckets=LATENCY_BUCKETS,
+                registry=registry,
+            ),
+            subscribers=Gauge("impala_weights_subscribers", "Open Subscribe streams.", registry=registry),
+            sent=Counter(
+                "impala_weights_sent_total", "Versions written to subscribers (one per subscriber).", registry=registry
+            ),
+            rejected=Counter(
+                "impala_weights_rejected_total",
+                "Publish or Subscribe calls refused, by reason (malformed, too_large, checksum, stale, fingerprint).",
+                ["reason"],
+                registry=registry,
+            ),
+        )

@@ -1,0 +1,143 @@
+"""``WeightSubscriber``: the ActorPool's client of the weight service (asyncio).
+
+``async for update in subscriber.updates()`` yields each new version (latest wins: while the pool is
+busy with one, the service skips the ones in between). The stream survives anything: on any failure
+it logs one line, waits with capped exponential backoff and resubscribes with ``after_version`` set
+to the last version it yielded, so the pool keeps acting on its last weights meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncGenerator, AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+
+from impala.core.backoff import Backoff
+from impala.weights.chunks import MAX_CHUNK_BYTES, Assembler, RejectedError
+from impala.weights.v1 import weights_pb2, weights_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+# Refusals that retrying will not fix until someone changes the deployment: logged as errors.
+_CONFIG_ERRORS = (
+    grpc.StatusCode.FAILED_PRECONDITION,
+    grpc.StatusCode.UNAUTHENTICATED,
+    grpc.StatusCode.PERMISSION_DENIED,
+)
+
+
+@dataclass(frozen=True)
+class WeightUpdate:
+    """One complete, checksum-verified version (``payload``: a serialized ``impala.weights.v1.Weights``)."""
+
+    version: int
+    fingerprint: str
+    payload: bytes
+
+
+class WeightSubscriber:
+    """Follows the weight service forever.
+
+    Args:
+        address: ``host:port`` of the weight service.
+        token: bearer token ('' = none).
+        fingerprint: this pool's model fingerprint; the service refuses other models' weights.
+        subscriber_id: name in the service's logs (the pool id).
+        after_version: the version the pool already has (only newer ones are sent).
+        tls_ca: PEM root certificate to verify a TLS service (None = plaintext).
+        max_version_bytes: largest version accepted from the service.
+    """
+
+    def __init__(
+        self,
+        address: str,
+        *,
+        token: str = "",
+        fingerprint: str = "",
+        subscriber_id: str = "",
+        after_version: int = 0,
+        tls_ca: Path | None = None,
+        max_version_bytes: int = 1024 * 1024 * 1024,
+        backoff: Backoff | None = None,
+    ) -> None:
+        self.address, self.fingerprint, self.subscriber_id = address, fingerprint, subscriber_id
+        self.last_version = after_version
+        self.max_version_bytes = max_version_bytes
+        self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
+        options = [
+            ("grpc.max_receive_message_length", MAX_CHUNK_BYTES + 64 * 1024),
+            # Notice a dead service behind a silent network (no RST) within ~30 s.
+            ("grpc.keepalive_time_ms", 20_000),
+            ("grpc.keepalive_timeout_ms", 10_000),
+            # gRPC's own reconnect backoff (default up to 120 s) would delay us long after the
+            # service is back: keep it within ours.
+            ("grpc.initial_reconnect_backoff_ms", 100),
+            ("grpc.min_reconnect_backoff_ms", 100),
+            ("grpc.max_reconnect_backoff_ms", 10_000),
+        ]
+        if tls_ca is not None:
+            creds = grpc.ssl_channel_credentials(root_certificates=tls_ca.read_bytes())
+            self._channel = grpc.aio.secure_channel(address, creds, options=options)
+        else:
+            self._channel = grpc.aio.insecure_channel(address, options=options)
+        self._stub = weights_pb2_grpc.WeightServiceStub(self._channel)
+        self._backoff = backoff or Backoff(base_s=0.1, cap_s=10.0)
+        self._closed = asyncio.Event()
+        self._call: grpc.aio.UnaryStreamCall[weights_pb2.SubscribeRequest, weights_pb2.WeightChunk] | None = None
+
+    async def updates(self) -> AsyncGenerator[WeightUpdate, None]:
+        """Each new version, forever (until ``close()``)."""
+        while not self._closed.is_set():
+            try:
+                async for update in self._subscribe_once():
+                    self._backoff.reset()
+                    self.last_version = update.version
+                    yield update
+                self._log_failure(grpc.StatusCode.OK, "stream ended")
+            except grpc.aio.AioRpcError as exc:
+                if self._closed.is_set():
+                    return
+                self._log_failure(exc.code(), exc.details() or "")
+            except RejectedError as exc:
+                self._log_failure(exc.code, str(exc))
+            await self._backoff.sleep_async(self._closed)
+
+    async def close(self) -> None:
+        """End ``updates()`` and close the channel."""
+        self._closed.set()
+        if self._call is not None:
+            self._call.cancel()
+        await self._channel.close()
+
+    async def _subscribe_once(self) -> AsyncIterator[WeightUpdate]:
+        request = weights_pb2.SubscribeRequest(
+            subscriber_id=self.subscriber_id, fingerprint=self.fingerprint, after_version=self.last_version
+        )
+        call = self._call = self._stub.Subscribe(request, metadata=self._metadata)
+        assembler = Assembler(self.max_version_bytes)
+        try:
+            async for chunk in call:
+                done = assembler.add(chunk)
+                if done is not None:
+                    assembler = Assembler(self.max_version_bytes)
+                    yield WeightUpdate(done.version, done.fingerprint, done.payload)
+        finally:
+            call.cancel()  # no-op when it already ended; frees the stream when the caller stopped early
+
+    def _log_failure(self, code: grpc.StatusCode, details: str) -> None:
+        level = logging.ERROR if code in _CONFIG_ERRORS else logging.WARNING
+        log.log(
+            level,
+            "weight subscription interrupted, resubscribing",
+            extra={
+                "address": self.address,
+                "code": code.name,
+                "error": details,
+                "last_version": self.last_version,
+                "retry_within_s": self._backoff.ceiling(),
+            },
+        )
