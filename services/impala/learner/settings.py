@@ -40,3 +40,4 @@ class LearnerSettings(ServiceSettings, ModelSettings):
     )
     status_interval_s: float = Field(1.0, gt=0, description="Period of the status heartbeat written to Redis.")
     seed: int = Field(0, description="Torch seed.")
+    prefetch: int = Field(2, ge=1, le=8, description="Collated batches prepared ahead of the learn step.")

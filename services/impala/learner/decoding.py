@@ -1,0 +1,42 @@
+"""Decoding a buffer entry into a RolloutRecord the learner's model can take.
+
+``from_proto`` checks a rollout against itself (shapes consistent with T and A, finite values); this
+also checks it against the model (observation shape and dtype, number of actions, recurrent state),
+so one bad producer's rollout is dropped as corrupt instead of failing the collation of a whole batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from impala.core.models import ModelSpec
+from impala.core.rollouts import RolloutRecord, from_proto
+from impala.core.tensors import TensorError
+from impala.rollout.v1 import rollout_pb2
+
+
+def rollout_decoder(spec: ModelSpec, unroll_length: int) -> Callable[[bytes], RolloutRecord]:
+    """payload -> record; raises ``TensorError`` (or protobuf's ``DecodeError``) for what cannot be learned from."""
+    observation_shape = (unroll_length + 1, *spec.observation_shape)
+    observation_dtype = np.dtype(spec.observation_dtype)
+    state_shapes = ((spec.hidden_size,), (spec.hidden_size,)) if spec.use_lstm else ()
+
+    def decode(payload: bytes) -> RolloutRecord:
+        record = from_proto(rollout_pb2.Rollout.FromString(payload), unroll_length=unroll_length)
+        if record.observation.shape != observation_shape or record.observation.dtype != observation_dtype:
+            raise TensorError(
+                f"observation: {record.observation.dtype}{list(record.observation.shape)} does not match the "
+                f"model's {observation_dtype}{list(observation_shape)}"
+            )
+        if record.behaviour_logits.shape[1] != spec.num_actions:
+            raise TensorError(
+                f"behaviour_logits: {record.behaviour_logits.shape[1]} actions, the model has {spec.num_actions}"
+            )
+        shapes = tuple(tuple(s.shape) for s in record.initial_core_state)
+        if shapes != state_shapes:
+            raise TensorError(f"initial_core_state: shapes {shapes}, the model needs {state_shapes}")
+        return record
+
+    return decode

@@ -1,0 +1,193 @@
+"""The training loop: wait for a batch, learn, acknowledge, account, publish; serve checkpoint
+requests and honour pause between steps. Everything it drives is built elsewhere (``impala.learner.main``)
+and handed in, so tests assemble the same loop from real parts.
+
+Order inside one step is what makes the buffer at-least-once: the entries of a batch are acknowledged
+(and deleted) only after the optimizer step that used them.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from impala.core.batch import Batch
+from impala.core.learn import LearnConfig, LearnerState, learn_step
+from impala.learner.checkpointing import Checkpointer, CheckpointInfo
+from impala.learner.control import CheckpointRequest, ControlPlane, StatusValue
+from impala.learner.metrics import LearnerMetrics
+from impala.learner.prefetch import Prefetcher, Prepared
+from impala.learner.progress import Progress, RateMeter
+from impala.learner.publishing import BackgroundPublisher, cpu_snapshot
+
+log = logging.getLogger(__name__)
+
+_WAIT_S = 0.05  # longest pause between looks at the stop flag, pause flag and command queue
+_LOSS_TERMS = {"total": "total_loss", "pg": "pg_loss", "baseline": "baseline_loss", "entropy": "entropy_loss"}
+
+
+class Acknowledger(Protocol):
+    """What the loop needs from the buffer (``RolloutConsumer``)."""
+
+    def ack(self, ids: Sequence[str]) -> int: ...
+
+
+@dataclass
+class TrainingLoop:
+    """One learner's loop over its collaborators (see ``impala.learner.main.build_learner``)."""
+
+    state: LearnerState
+    config: LearnConfig
+    prefetcher: Prefetcher[Batch]
+    consumer: Acknowledger
+    checkpointer: Checkpointer
+    control: ControlPlane | None
+    metrics: LearnerMetrics
+    progress: Progress
+    publisher: BackgroundPublisher | None = None
+    fingerprint: str = ""
+    publish_interval: int = 1
+    paused: bool = False  # effective: True once the loop has stopped stepping
+    _rate: RateMeter = field(default_factory=RateMeter)
+    _status: dict[str, StatusValue] = field(default_factory=dict)
+    _held: Prepared[Batch] | None = None  # a batch that arrived just as the run was paused
+
+    def run(self, stop: threading.Event) -> None:
+        """Train until ``stop`` is set, then write a final checkpoint."""
+        self._publish(initial=True)
+        self._refresh_status()
+        wait_started = time.monotonic()
+        while not stop.is_set():
+            self._serve_requests()
+            if self.checkpointer.due():
+                self._periodic_checkpoint()
+            if self._hold_for_pause(stop):
+                wait_started = time.monotonic()
+                continue
+            prepared, self._held = self._held or self.prefetcher.get(timeout_s=_WAIT_S), None
+            if prepared is None:
+                continue
+            if self.control is not None and self.control.paused:
+                self._held = prepared  # paused while waiting: learn from it after resume
+                continue
+            self.metrics.batch_wait.observe(time.monotonic() - wait_started)
+            self._learn(prepared)
+            wait_started = time.monotonic()
+        self._serve_requests()
+        self.checkpoint()
+
+    def _hold_for_pause(self, stop: threading.Event) -> bool:
+        paused = self.control is not None and self.control.paused
+        if paused != self.paused:
+            self.paused = paused
+            self.metrics.paused.set(int(paused))
+            self._refresh_status()
+            log.info("learning paused" if paused else "learning resumed", extra={"step": self.state.learner_steps})
+        if paused:
+            stop.wait(_WAIT_S)
+        return paused
+
+    def _learn(self, prepared: Prepared[Batch]) -> None:
+        version = self.progress.policy_version
+        for acted in prepared.versions:
+            lag = max(0, version - acted)  # a restarted learner may be behind the weights that acted
+            self.metrics.policy_lag.observe(lag)
+            self.progress.lags.append(lag)
+        started = time.monotonic()
+        stats = learn_step(self.state, prepared.batch, self.config)
+        self.metrics.learn_time.observe(time.monotonic() - started)
+        self.consumer.ack(prepared.ids)
+        self.prefetcher.recycle(prepared)
+        self._account(prepared, stats)
+        if self.state.learner_steps % self.publish_interval == 0:
+            self._publish()
+        self._refresh_status()
+
+    def _account(self, prepared: Prepared[Batch], stats: dict[str, float]) -> None:
+        m = self.metrics
+        m.steps.inc()
+        m.env_steps.inc(prepared.env_steps)
+        m.rollouts_consumed.inc(len(prepared.ids))
+        m.episodes.inc(self.progress.record_episodes(prepared.episode_returns))
+        m.episode_return_mean.set(self.progress.return_mean)
+        for term, key in _LOSS_TERMS.items():
+            m.loss.labels(term=term).set(stats[key])
+
+    def _publish(self, *, initial: bool = False) -> None:
+        """Hand the current parameters to the publisher under a new version (the current one on resume)."""
+        floor = self.publisher.service_version if self.publisher is not None else 0
+        if not (initial and self.progress.policy_version > 0):
+            # Above whatever the service already serves: a learner restored from an older checkpoint
+            # than its crashed predecessor's last publish keeps versions increasing.
+            self.progress.policy_version = max(self.progress.policy_version + 1, floor + 1)
+        self.metrics.policy_version.set(self.progress.policy_version)
+        if self.publisher is not None:
+            self.publisher.offer(self.progress.policy_version, cpu_snapshot(self.state.model))
+
+    def _serve_requests(self) -> None:
+        if self.control is None:
+            return
+        while not self.control.requests.empty():
+            request = self.control.requests.get_nowait()
+            self.control.complete(request, self._answer(request))
+
+    def _answer(self, request: CheckpointRequest) -> dict[str, Any]:
+        result: dict[str, Any] = {"id": request.id, "path": "", "step": 0, "bytes": 0, "created_unix": 0.0, "error": ""}
+        try:
+            info = self.checkpoint()
+        except Exception as err:  # disk full, permissions: report it to whoever asked
+            log.exception("requested checkpoint failed", extra={"id": request.id})
+            return {**result, "status": "failed", "error": str(err)}
+        return {
+            **result,
+            "status": "done",
+            "path": str(info.path),
+            "step": info.step,
+            "bytes": info.bytes,
+            "created_unix": info.created_unix,
+        }
+
+    def _periodic_checkpoint(self) -> None:
+        last = self.checkpointer.last
+        if last is not None and last.step == self.state.learner_steps:
+            self.checkpointer.postpone()  # nothing learned since (paused or starved): no new file
+            return
+        try:
+            self.checkpoint()
+        except OSError as err:
+            log.error("periodic checkpoint failed; will retry", extra={"error": str(err)})
+            self.checkpointer.postpone()
+
+    def checkpoint(self) -> CheckpointInfo:
+        """Write a checkpoint of the current state now."""
+        info = self.checkpointer.save(self.state, self.progress)
+        self.metrics.last_checkpoint.set(info.created_unix)
+        self._refresh_status()
+        return info
+
+    def _refresh_status(self) -> None:
+        """Rebuild the heartbeat fields on this thread (the control thread only reads the dict)."""
+        last = self.checkpointer.last
+        self._status = {
+            "learner_step": self.state.learner_steps,
+            "env_steps": self.state.env_steps,
+            "policy_version": self.progress.policy_version,
+            "policy_lag_mean": self.progress.lag_mean,
+            "episode_return_mean": self.progress.return_mean,
+            "episodes": self.progress.episodes,
+            "paused": int(self.paused),
+            "last_checkpoint": str(last.path) if last else "",
+            "last_checkpoint_step": last.step if last else 0,
+            "last_checkpoint_unix": last.created_unix if last else 0.0,
+        }
+
+    def status(self) -> dict[str, StatusValue]:
+        """Heartbeat fields (called by the control thread)."""
+        fields = dict(self._status)
+        fields["env_steps_per_second"] = self._rate.update(int(fields.get("env_steps", 0)))
+        self.metrics.heartbeat.set(time.time())
+        return fields

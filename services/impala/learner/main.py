@@ -1,0 +1,195 @@
+"""``impala learner``: factories that turn settings into the learner's parts, and the process around
+them (signals, metrics endpoint, orderly shutdown). Tests build the same ``Learner`` with
+``build_learner`` and run it on a thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import socket
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import FrameType
+
+import redis
+import torch
+from prometheus_client import CollectorRegistry
+
+from impala.buffer.consumer import RolloutConsumer
+from impala.buffer.redis_client import sync_client
+from impala.core import logs, metrics
+from impala.core.batch import Batch, collate
+from impala.core.device import resolve_device
+from impala.core.learn import LearnConfig, LearnerState, make_learner_state
+from impala.core.models import ModelSpec, Policy, fingerprint, spec_for_env
+from impala.core.redis_keys import RunKeys
+from impala.core.rollouts import RolloutRecord
+from impala.core.state_codec import encode_state
+from impala.learner.checkpointing import Checkpointer
+from impala.learner.config import learn_config
+from impala.learner.control import ControlPlane
+from impala.learner.decoding import rollout_decoder
+from impala.learner.loop import TrainingLoop
+from impala.learner.metrics import LearnerMetrics
+from impala.learner.prefetch import Prefetcher
+from impala.learner.progress import Progress
+from impala.learner.publishing import BackgroundPublisher, PermanentPublishError
+from impala.learner.settings import LearnerSettings
+from impala.weights.publisher import PublishRefusedError, WeightPublisher
+
+log = logging.getLogger(__name__)
+
+_SHUTDOWN_PUBLISH_S = 2.0  # how long the last weights may take to reach the service on exit
+
+
+@dataclass
+class Learner:
+    """An assembled learner; ``run(stop)`` trains until ``stop`` is set and shuts its parts down."""
+
+    loop: TrainingLoop
+    prefetcher: Prefetcher[Batch]
+    consumer: RolloutConsumer
+    control: ControlPlane
+    redis: redis.Redis
+    publisher: BackgroundPublisher | None = None
+    weights: WeightPublisher | None = None
+
+    def run(self, stop: threading.Event) -> int:
+        self.control.start()
+        self.prefetcher.start()
+        if self.publisher is not None:
+            self.publisher.start()
+        try:
+            self.loop.run(stop)
+        finally:
+            self._shutdown()
+        return 0
+
+    def _shutdown(self) -> None:
+        # Entries read but not learned from stay pending: the next learner of this name re-reads them.
+        self.prefetcher.stop()
+        self.consumer.close()
+        if self.publisher is not None and self.weights is not None:
+            if not self.publisher.flush(_SHUTDOWN_PUBLISH_S):
+                log.warning("last weight version not published before exit")
+            self.weights.close()
+            self.publisher.stop()
+        self.control.stop()
+        self.redis.close()
+
+
+def build_state(spec: ModelSpec, config: LearnConfig, settings: LearnerSettings, device: str) -> LearnerState:
+    torch.manual_seed(settings.seed)
+    return make_learner_state(spec, config, device)
+
+
+def build_consumer(settings: LearnerSettings, keys: RunKeys) -> RolloutConsumer:
+    return RolloutConsumer(
+        settings.redis_url, keys, consumer=settings.consumer or socket.gethostname(), claim_idle_s=settings.claim_idle_s
+    )
+
+
+def build_publisher(settings: LearnerSettings, model: Policy) -> tuple[BackgroundPublisher, WeightPublisher]:
+    client = WeightPublisher(settings.weights_address, token=settings.weights_token)
+    model_fingerprint = fingerprint(model)
+
+    def publish(version: int, payload: bytes) -> None:
+        try:
+            client.publish(version, model_fingerprint, payload)
+        except PublishRefusedError as err:
+            raise PermanentPublishError(str(err), err.current_version) from err
+
+    return BackgroundPublisher(publish, encode_state), client
+
+
+def build_prefetcher(
+    settings: LearnerSettings,
+    spec: ModelSpec,
+    config: LearnConfig,
+    consumer: RolloutConsumer,
+    device: str,
+    *,
+    current_version: Callable[[], int],
+    metrics: LearnerMetrics,
+) -> Prefetcher[Batch]:
+    def collate_into(records: list[RolloutRecord], out: Batch | None) -> Batch:
+        return collate(records, device, out)
+
+    return Prefetcher(
+        consumer,
+        decode=rollout_decoder(spec, config.unroll_length),
+        collate=collate_into,
+        batch_size=config.batch_size,
+        max_policy_lag=settings.max_policy_lag,
+        current_version=current_version,
+        metrics=metrics,
+        depth=settings.prefetch,
+    )
+
+
+def build_learner(settings: LearnerSettings, *, registry: CollectorRegistry) -> Learner:
+    """Every part of a learner from its settings; resumes the latest checkpoint in ``checkpoint_dir``."""
+    device = resolve_device(settings.device)
+    config = learn_config(settings)
+    spec = spec_for_env(settings.env, settings.model, settings.hidden_size, settings.use_lstm)
+    state = build_state(spec, config, settings, device)
+    checkpointer = Checkpointer(
+        settings.checkpoint_dir,
+        keep=settings.keep_checkpoints,
+        interval_s=settings.checkpoint_interval_s,
+        config=settings.public_dict(),
+    )
+    progress = checkpointer.restore(state, device) or Progress()
+    keys = RunKeys(settings.run)
+    learner_metrics = LearnerMetrics.create(registry)
+    consumer = build_consumer(settings, keys)
+    publisher, weights = build_publisher(settings, state.model) if settings.weights_address else (None, None)
+    prefetcher = build_prefetcher(
+        settings,
+        spec,
+        config,
+        consumer,
+        device,
+        current_version=lambda: progress.policy_version,
+        metrics=learner_metrics,
+    )
+    loop = TrainingLoop(
+        state=state,
+        config=config,
+        prefetcher=prefetcher,
+        consumer=consumer,
+        checkpointer=checkpointer,
+        control=None,
+        metrics=learner_metrics,
+        progress=progress,
+        publisher=publisher,
+        publish_interval=settings.publish_interval,
+    )
+    client = sync_client(settings.redis_url, socket_timeout_s=5.0)
+    loop.control = ControlPlane(client, keys, status=loop.status, status_interval_s=settings.status_interval_s)
+    log.info(
+        "learner built",
+        extra={"device": device, "env": settings.env, "spec": str(spec), "config": str(config)},
+    )
+    return Learner(loop, prefetcher, consumer, loop.control, client, publisher, weights)
+
+
+def run(settings: LearnerSettings) -> int:
+    """Entry point of ``impala learner``: train until SIGTERM/SIGINT, then checkpoint and exit 0."""
+    logs.configure(settings.log_level, settings.log_format)
+    logs.register_secret(settings.weights_token)
+    registry = CollectorRegistry()
+    learner = build_learner(settings, registry=registry)
+    metrics.serve(registry, settings.metrics_port)
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        # Only a flag: the loop finishes its step, checkpoints and returns.
+        log.info("signal received; finishing the current step", extra={"signal": signal.Signals(signum).name})
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    return learner.run(stop)

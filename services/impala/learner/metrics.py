@@ -1,0 +1,95 @@
+"""Prometheus metrics of the learner, declared once on an injected registry (names from the common
+brief: the chart's dashboards and alerts query exactly these)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from impala.core.metrics import LATENCY_BUCKETS
+
+# Policy lag in versions: 0 is on-policy; IMPALA runs usually sit between 1 and a few tens.
+LAG_BUCKETS = (0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 1024)
+LOSS_TERMS = ("total", "pg", "baseline", "entropy")
+
+
+@dataclass(frozen=True)
+class LearnerMetrics:
+    steps: Counter
+    env_steps: Counter
+    loss: Gauge
+    episode_return_mean: Gauge
+    episodes: Counter
+    policy_lag: Histogram
+    batch_wait: Histogram
+    learn_time: Histogram
+    rollouts_consumed: Counter
+    rollouts_dropped: Counter
+    policy_version: Gauge
+    last_checkpoint: Gauge
+    paused: Gauge
+    heartbeat: Gauge
+
+    @classmethod
+    def create(cls, registry: CollectorRegistry) -> LearnerMetrics:
+        dropped = Counter(
+            "impala_learner_rollouts_dropped_total",
+            "Rollouts dropped without learning: stale (policy lag over the limit) or corrupt.",
+            ["reason"],
+            registry=registry,
+        )
+        loss = Gauge("impala_learner_loss", "Loss of the last update, by term.", ["term"], registry=registry)
+        for reason in ("stale", "corrupt"):  # export zeros so alerts see the series before the first drop
+            dropped.labels(reason=reason)
+        for term in LOSS_TERMS:
+            loss.labels(term=term)
+        return cls(
+            steps=Counter("impala_learner_steps_total", "Optimizer steps taken.", registry=registry),
+            env_steps=Counter(
+                "impala_learner_env_steps_total", "Env steps learned from (valid, unmasked steps).", registry=registry
+            ),
+            loss=loss,
+            episode_return_mean=Gauge(
+                "impala_learner_episode_return_mean", "Mean return of the last 100 episodes.", registry=registry
+            ),
+            episodes=Counter(
+                "impala_learner_episodes_total", "Episodes completed in learned rollouts.", registry=registry
+            ),
+            policy_lag=Histogram(
+                "impala_learner_policy_lag_versions",
+                "Learner policy version minus the version that acted, per rollout.",
+                buckets=LAG_BUCKETS,
+                registry=registry,
+            ),
+            batch_wait=Histogram(
+                "impala_learner_batch_wait_seconds",
+                "Time the learner waited for a collated batch.",
+                buckets=LATENCY_BUCKETS,
+                registry=registry,
+            ),
+            learn_time=Histogram(
+                "impala_learner_learn_seconds",
+                "Wall time of one learn step.",
+                buckets=LATENCY_BUCKETS,
+                registry=registry,
+            ),
+            rollouts_consumed=Counter(
+                "impala_learner_rollouts_consumed_total", "Rollouts learned from and acknowledged.", registry=registry
+            ),
+            rollouts_dropped=dropped,
+            policy_version=Gauge(
+                "impala_learner_policy_version", "Version of the learner's current parameters.", registry=registry
+            ),
+            last_checkpoint=Gauge(
+                "impala_learner_last_checkpoint_timestamp_seconds",
+                "Unix time of the last checkpoint written.",
+                registry=registry,
+            ),
+            paused=Gauge("impala_learner_paused", "1 while the run is paused (no optimizer steps).", registry=registry),
+            heartbeat=Gauge(
+                "impala_learner_heartbeat_timestamp_seconds",
+                "Unix time of the last status heartbeat.",
+                registry=registry,
+            ),
+        )
