@@ -117,6 +117,28 @@ async def test_reset_by_reconnect_uses_one_stream_per_episode() -> None:
         assert not any(any(s.terminated) or any(s.truncated) for s in stream.steps[:-1])
 
 
+class EndsBoth:
+    """Reaches a terminal state exactly at its time limit (Gymnasium may report both flags)."""
+
+    num_actions = 2
+
+    def reset(self) -> np.ndarray:
+        return np.zeros(4, np.float32)
+
+    def step(self, action: int) -> tuple[np.ndarray, float, bool, bool]:
+        return np.ones(4, np.float32), 1.0, True, True
+
+
+async def test_terminal_at_the_time_limit_is_sent_as_terminated_only() -> None:
+    pool = ScriptedPool()
+    async with serving(pool) as port:
+        await EnvClient(SimulatorBatch([EndsBoth()]), ClientConfig(f"127.0.0.1:{port}", max_steps=2)).run()
+    for step in pool.streams[0].steps[1:]:
+        assert list(step.terminated) == [True]
+        assert list(step.truncated) == [False]
+        assert decode(step.final_observation).tolist() == [[1, 1, 1, 1]]
+
+
 def test_reset_by_reconnect_needs_one_env() -> None:
     with pytest.raises(ValueError, match="num_envs=2"):
         EnvClient(counters(2, (3,), (True,)), ClientConfig("127.0.0.1:1", reconnect_on_reset=True))

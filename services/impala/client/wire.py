@@ -50,7 +50,8 @@ def step(
         observation=tensors.encode(observation),
         reward=reward.tolist(),
         terminated=terminated.tolist(),
-        truncated=truncated.tolist(),
+        # A terminal state is terminal even at the time limit: never ask the pool to bootstrap past it.
+        truncated=(truncated & ~terminated).tolist(),
     )
     if final_observation is not None:
         tensors.encode(final_observation, out=msg.final_observation)
