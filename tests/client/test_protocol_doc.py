@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 from google.protobuf import json_format
-from grpc_tools import protoc
+from grpc_tools import protoc  # type: ignore[import-untyped]
 from impala.actorpool.v1 import actorpool_pb2
 from impala.core import tensors
 
@@ -64,7 +64,7 @@ async def test_minimal_client_from_the_doc_runs_against_the_pool(tmp_path: Path)
         await eventually(lambda: sum(r.length for r in decoded(sink)) >= steps)
         records = decoded(sink)
     assert sum(r.length for r in records) == steps
-    ends = sum(int((r.terminated | r.truncated)[: r.length].sum()) for r in records)
+    ends = sum(int(np.logical_or(r.terminated, r.truncated)[: r.length].sum()) for r in records)
     assert ends == 3  # the close after the last reset adds no transition
     assert sum(len(r.episode_returns) for r in records) == 3
 
