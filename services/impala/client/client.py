@@ -130,7 +130,8 @@ class EnvClient:
                 async with self._channel() as channel:
                     while obs is not None and not self._finished():
                         obs = await self._stream(channel, obs)
-            except (grpc.aio.AioRpcError, _StreamLostError) as err:
+            except (grpc.aio.AioRpcError, _StreamLostError, asyncio.InvalidStateError) as err:
+                # InvalidStateError: grpc.aio's answer to a write on a stream the pool already ended with OK.
                 self._failed(err)
                 obs = None  # the pool truncated every env of the broken stream: start fresh episodes
                 await self._wait(self.backoff.next_delay())
@@ -183,7 +184,7 @@ class EnvClient:
                 result = self.batch.step(actions)
                 self._count(result)
                 if self.config.reconnect_on_reset and result.ended[0]:
-                    message, next_obs, closing = _episode_end(result), result.observation, True
+                    message, next_obs, closing = wire.last_step_before_reconnect(result), result.observation, True
                 else:
                     message, closing = wire.batch_step(result), self._finished()
             await self._close(call)
@@ -215,13 +216,18 @@ class EnvClient:
         raise _StreamLostError("the pool closed the stream with OK while actions were expected")
 
     async def _close(self, call: Call) -> None:
-        """Half-close and wait for the pool's status (bounded: a stuck pool must not block a stop)."""
-        await call.done_writing()
+        """Half-close and wait for the pool's status (bounded: a stuck pool must not block a stop).
+        Every Step sent was answered by then, so a failure here loses nothing and is only logged."""
         try:
+            await call.done_writing()
             async with asyncio.timeout(self.config.stop_grace_s):
                 code = await call.code()
         except TimeoutError:
             code = grpc.StatusCode.DEADLINE_EXCEEDED
+        except grpc.aio.AioRpcError as err:
+            code = err.code()
+        except asyncio.InvalidStateError:
+            code = await call.code()
         if code != grpc.StatusCode.OK:
             log.info("stream closed with a status", extra={"code": code.name})
 
@@ -282,15 +288,3 @@ def _message_too_large(code: grpc.StatusCode, details: str) -> bool:
     """gRPC's own size check: the same Step would fail again, so this RESOURCE_EXHAUSTED is fatal
     (lower num_envs), unlike the pool's "too many clients" one."""
     return code == grpc.StatusCode.RESOURCE_EXHAUSTED and "larger than max" in details
-
-
-def _episode_end(result: BatchStep) -> actorpool_pb2.EnvMessage:
-    """The last Step of a reset-by-reconnect stream (E = 1)."""
-    if result.terminated[0]:
-        # A true terminal state: observation is already the next episode's first, final_observation the last.
-        return wire.batch_step(result)
-    # Truncated: closing the stream is the truncation; send the last observation without flags so the
-    # pool records the final reward and bootstraps from V(last observation).
-    assert result.final_observation is not None
-    no = np.zeros(1, np.bool_)
-    return wire.step(result.final_observation, result.reward, no, no, None)

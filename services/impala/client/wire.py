@@ -39,6 +39,18 @@ def batch_step(result: BatchStep) -> actorpool_pb2.EnvMessage:
     return step(result.observation, result.reward, result.terminated, result.truncated, result.final_observation)
 
 
+def last_step_before_reconnect(result: BatchStep) -> actorpool_pb2.EnvMessage:
+    """The last Step of a reset-by-reconnect stream (E = 1) whose episode just ended."""
+    if result.terminated[0]:
+        # A true terminal state: observation is already the next episode's first, final_observation the last.
+        return batch_step(result)
+    # Truncated: closing the stream is the truncation; send the last observation without flags so the
+    # pool records the final reward and bootstraps from V(last observation).
+    assert result.final_observation is not None
+    no = np.zeros(1, np.bool_)
+    return step(result.final_observation, result.reward, no, no, None)
+
+
 def step(
     observation: Array,
     reward: npt.NDArray[np.float32],
