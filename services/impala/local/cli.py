@@ -11,11 +11,15 @@ import typer
 def register(app: typer.Typer) -> None:
     @app.command("local")
     def local(
-        env: Annotated[str, typer.Option(help="Gymnasium environment id.")] = "CartPole-v1",
+        env: Annotated[
+            str | None, typer.Option(help="Gymnasium environment id (default: CartPole-v1, or the resumed run's).")
+        ] = None,
         clients: Annotated[
             int, typer.Option(min=0, help="Env client processes to start (0 = none; dial in your own).")
         ] = 2,
-        envs_per_client: Annotated[int, typer.Option(min=1, help="Envs per client process.")] = 16,
+        envs_per_client: Annotated[
+            int | None, typer.Option(min=1, help="Envs per client process (default: the env preset's envs / clients).")
+        ] = None,
         pools: Annotated[int, typer.Option(min=1, help="ActorPool replicas.")] = 1,
         target_return: Annotated[
             float | None,
@@ -31,6 +35,9 @@ def register(app: typer.Typer) -> None:
         resume: Annotated[Path | None, typer.Option(help="Continue the run in this directory.")] = None,
         tensorboard: Annotated[bool, typer.Option(help="Also write TensorBoard event files.")] = False,
         live: Annotated[bool, typer.Option(help="Live rich display (off when stdout is not a terminal).")] = True,
+        startup_timeout: Annotated[
+            float, typer.Option(min=1, help="Seconds the services get to come up before the run is abandoned.")
+        ] = 180.0,
     ) -> None:
         """Train on the whole stack on one machine: redis, weights, learner, control API, pools, env clients."""
         from impala.local.stack import LocalOptions, run_local
@@ -49,5 +56,6 @@ def register(app: typer.Typer) -> None:
             resume=resume,
             tensorboard=tensorboard,
             live=live,
+            startup_timeout_s=startup_timeout,
         )
         raise typer.Exit(run_local(options))

@@ -183,20 +183,21 @@ class Supervisor:
     def restarts(self) -> dict[str, int]:
         return {name: c.restarts for name, c in self.children.items()}
 
-    def stop(self, stages: Iterable[Sequence[str]] | None = None) -> dict[str, int | None]:
-        """Stop every child, stage by stage (default: reverse start order, one per stage).
+    def stop(self, stages: Iterable[Sequence[str]] = (), *, rest: bool = True) -> dict[str, int | None]:
+        """Stop children stage by stage; with ``rest``, then every other child in reverse start order.
 
         In each stage all children get SIGTERM together, then up to their ``stop_timeout_s`` to exit,
-        then SIGKILL (the whole process group). Children not named in ``stages`` go last.
-        Returns each child's exit code.
+        then SIGKILL (the whole process group). No child is restarted once stopping has begun.
+        Returns each child's exit code (None while one is still running).
         """
         self.stopping = True
-        order = [list(stage) for stage in stages] if stages is not None else []
-        named = {name for stage in order for name in stage}
-        order += [[name] for name in reversed(self.children) if name not in named]
+        order = [list(stage) for stage in stages]
+        if rest:
+            named = {name for stage in order for name in stage}
+            order += [[name] for name in reversed(self.children) if name not in named]
         for stage in order:
             _stop_stage([self.children[name] for name in stage if name in self.children])
-        return {name: (c.process.returncode if c.process else None) for name, c in self.children.items()}
+        return {name: (c.process.poll() if c.process else None) for name, c in self.children.items()}
 
     def leftovers(self) -> list[int]:
         """Process groups of children that still hold a live process (should be empty after stop)."""

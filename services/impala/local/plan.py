@@ -1,0 +1,212 @@
+"""The settings of every service of a local stack, and how each is started.
+
+Each service gets a validated settings object built here (so a bad value fails before anything
+starts, and ``config.json`` records exactly what ran); the child receives every field as a command
+line flag, and tokens as ``--token-file`` paths (files of mode 0600), so no secret shows in ``ps``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import SecretStr
+from pydantic_settings import BaseSettings
+
+from impala.actorpool.settings import ActorPoolSettings
+from impala.client.settings import ClientSettings
+from impala.control.settings import ControlSettings
+from impala.core.presets import preset
+from impala.core.redis_server import free_port
+from impala.learner.settings import LearnerSettings
+from impala.weights.settings import WeightsSettings
+
+HOST = "127.0.0.1"
+
+# Fields that belong to one session of the stack (fresh on every start, never carried over on resume).
+SESSION_FIELDS = frozenset(
+    {"run", "redis_url", "host", "port", "metrics_port", "token", "token_file", "insecure", "address",
+     "weights_address", "weights_token", "checkpoint_dir", "checkpoint", "pool_id", "consumer", "seed",
+     "client_name", "log_level", "log_format", "num_envs"}
+)  # fmt: skip
+
+
+# Fields that must agree across services: the plan copies the learner's into pools and clients.
+_DERIVED = frozenset({"env", "model", "hidden_size", "use_lstm", "unroll_length"})
+
+
+@dataclass(frozen=True)
+class Topology:
+    """How many of each service, and what they run."""
+
+    env: str
+    clients: int
+    envs_per_client: int
+    pools: int
+    seed: int
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Every service's settings for one session; ``services()`` lists them in start order."""
+
+    run: str
+    redis_url: str
+    weights: WeightsSettings
+    control: ControlSettings
+    learner: LearnerSettings
+    pools: tuple[ActorPoolSettings, ...]
+    clients: tuple[ClientSettings, ...]
+
+    def services(self) -> dict[str, BaseSettings]:
+        named: dict[str, BaseSettings] = {"weights": self.weights, "control": self.control, "learner": self.learner}
+        named.update({f"actorpool-{i}": pool for i, pool in enumerate(self.pools)})
+        named.update({f"env-{i}": client for i, client in enumerate(self.clients)})
+        return named
+
+    @property
+    def ingress(self) -> list[str]:
+        return [f"{HOST}:{pool.port}" for pool in self.pools]
+
+    @property
+    def control_url(self) -> str:
+        return f"http://{HOST}:{self.control.port}"
+
+
+def build_plan(
+    top: Topology,
+    *,
+    run: str,
+    redis_url: str,
+    checkpoint_dir: Path,
+    token_files: tuple[Path, Path],
+    tuned: Mapping[str, Mapping[str, Any]],
+    saved: Mapping[str, Mapping[str, Any]] | None = None,
+) -> Plan:
+    """Settings for every service on fresh loopback ports.
+
+    Args:
+        top: counts and env.
+        run: Redis run name.
+        redis_url: the embedded redis-server.
+        checkpoint_dir: the learner's checkpoint directory (``runs/<name>/checkpoints``).
+        token_files: files holding the (ingress, control) tokens.
+        tuned: per-service field overrides (``"learner"``, ``"actorpool"``, ``"env"``) from the env's preset.
+        saved: on resume, the services section of the run's ``config.json``; its non-session fields win.
+    """
+    ingress_token, control_token = token_files
+    common: dict[str, Any] = {"run": run, "redis_url": redis_url, "log_format": "text"}
+    weights_port = free_port(HOST)
+    weights = WeightsSettings(**common, host=HOST, port=weights_port, metrics_port=free_port(HOST))
+    control = ControlSettings(
+        **common, host=HOST, port=free_port(HOST), metrics_port=0, token_file=control_token, insecure=False
+    )
+    learner = LearnerSettings(
+        **_layers(tuned.get("learner"), _saved(saved, "learner"), frozenset({"env"})),
+        **common,
+        env=top.env,
+        seed=top.seed,
+        weights_address=f"{HOST}:{weights_port}",
+        checkpoint_dir=checkpoint_dir,
+        metrics_port=free_port(HOST),
+    )
+    model: dict[str, Any] = {
+        "env": top.env,
+        "model": learner.model,
+        "hidden_size": learner.hidden_size,
+        "use_lstm": learner.use_lstm,
+    }
+    pools = tuple(
+        ActorPoolSettings(
+            **_layers(tuned.get("actorpool"), _saved(saved, f"actorpool-{i}", "actorpool-0")),
+            **common,
+            **model,
+            unroll_length=learner.unroll_length,
+            host=HOST,
+            port=free_port(HOST),
+            metrics_port=free_port(HOST),
+            pool_id=f"actorpool-{i}",
+            token_file=ingress_token,
+            insecure=False,
+            weights_address=f"{HOST}:{weights_port}",
+            seed=top.seed + 1000 * (i + 1),
+        )
+        for i in range(top.pools)
+    )
+    clients = tuple(
+        ClientSettings(
+            **_layers(tuned.get("env"), _saved(saved, f"env-{i}", "env-0")),
+            log_format="text",
+            address=f"{HOST}:{pools[i % len(pools)].port}",
+            env=top.env,
+            num_envs=top.envs_per_client,
+            token_file=ingress_token,
+            client_name=f"env-{i}",
+            seed=top.seed + i * top.envs_per_client,
+        )
+        for i in range(top.clients)
+    )
+    return Plan(run, redis_url, weights, control, learner, pools, clients)
+
+
+def _layers(
+    tuned: Mapping[str, Any] | None, saved: Mapping[str, Any], derived: frozenset[str] = _DERIVED
+) -> dict[str, Any]:
+    """Preset values overridden by saved ones, minus the fields this plan sets itself."""
+    merged = {**(tuned or {}), **saved}
+    return {k: v for k, v in merged.items() if k not in SESSION_FIELDS and k not in derived}
+
+
+def _saved(saved: Mapping[str, Mapping[str, Any]] | None, *names: str) -> dict[str, Any]:
+    """A saved service's fields minus per-session ones (the first of ``names`` that was saved)."""
+    if not saved:
+        return {}
+    for name in names:
+        if name in saved:
+            return {k: v for k, v in saved[name].items() if k not in SESSION_FIELDS}
+    return {}
+
+
+def settings_flags(settings: BaseSettings) -> list[str]:
+    """Command line flags (as ``impala.core.cli_options`` defines them) that rebuild ``settings``.
+
+    Secret values are never put on a command line: set them through ``token_file`` instead.
+    """
+    flags: list[str] = []
+    for name, value in settings.model_dump().items():
+        flag = "--" + name.replace("_", "-")
+        if value is None or isinstance(value, SecretStr) or name.endswith("token"):
+            continue
+        if isinstance(value, bool):
+            flags.append(flag if value else "--no-" + name.replace("_", "-"))
+        else:
+            flags += [flag, str(value)]
+    return flags
+
+
+def child_environment(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Our environment without ``IMPALA_*`` variables (a child gets exactly its flags), plus ``extra``."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith("IMPALA_")}
+    return {**base, "PYTHONUNBUFFERED": "1", **(extra or {})}
+
+
+def service_argv(command: str, settings: BaseSettings) -> list[str]:
+    """``python -m impala <command> <flags>`` with this interpreter (no dependence on PATH)."""
+    return [sys.executable, "-m", "impala", command, *settings_flags(settings)]
+
+
+def tuned_for(env: str) -> dict[str, dict[str, Any]]:
+    """Per-service field overrides from the env's preset (``impala.core.presets``)."""
+    chosen = preset(env)
+    learner = {k: v for k, v in chosen.learn.items() if k in LearnerSettings.model_fields}
+    learner.update(model=chosen.model, hidden_size=chosen.hidden_size, use_lstm=chosen.use_lstm)
+    return {"learner": learner}
+
+
+def default_envs_per_client(env: str, clients: int) -> int:
+    """The preset's env slots spread over ``clients`` processes (rounded up)."""
+    return max(1, -(-preset(env).num_envs // max(1, clients)))

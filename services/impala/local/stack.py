@@ -1,0 +1,128 @@
+"""``impala local``: options, their resolution (presets, resume) and the run's exit code.
+
+The stack itself (start, supervise, record, stop) lives in ``impala.local.session``.
+Exit codes: 0 target reached (or, with ``--no-target``, any orderly end), 1 budget spent before the
+target or the stack could not start, 2 bad options, 130 interrupted before the target.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from impala.core.presets import target_return
+from impala.local.plan import default_envs_per_client
+from impala.local.recorder import tensorboard_problem
+from impala.local.rundir import default_run_dir, read_config
+
+DEFAULT_ENV = "CartPole-v1"
+
+
+@dataclass(frozen=True)
+class LocalOptions:
+    """What ``impala local`` was asked to do (CLI options, before presets fill the gaps).
+
+    ``env``/``envs_per_client``/``target_return`` left as None take the preset's values (the env
+    defaults to CartPole-v1, or to the resumed run's env). Budgets of 0 mean none.
+    ``max_env_steps`` counts the run's total env steps, so it carries across ``--resume``;
+    ``max_seconds`` counts this session's wall clock.
+    """
+
+    env: str | None = None
+    clients: int = 2
+    envs_per_client: int | None = None
+    pools: int = 1
+    target_return: float | None = None
+    use_target: bool = True
+    max_seconds: float = 0.0
+    max_env_steps: int = 0
+    run_dir: Path | None = None
+    seed: int = 0
+    resume: Path | None = None
+    tensorboard: bool = False
+    live: bool = True
+    startup_timeout_s: float = 180.0
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """Options with every gap filled: what the session runs."""
+
+    options: LocalOptions
+    env: str
+    envs_per_client: int
+    target: float | None
+    run_dir: Path
+    saved: dict[str, Any] | None  # the resumed run's config.json services section
+
+    def summary(self) -> dict[str, Any]:
+        """The ``local`` section of ``config.json``."""
+        doc = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self.options).items()}
+        doc.update(env=self.env, envs_per_client=self.envs_per_client, target_return=self.target)
+        doc["run_dir"] = str(self.run_dir)
+        return doc
+
+
+class OptionsError(ValueError):
+    """Options that cannot work together; the message says what to change."""
+
+
+def resolve(options: LocalOptions) -> Resolved:
+    """Fill defaults from presets or the resumed run; raise ``OptionsError`` on contradictions."""
+    saved: dict[str, Any] | None = None
+    env = options.env
+    if options.resume is not None:
+        if options.run_dir is not None and options.run_dir.resolve() != options.resume.resolve():
+            raise OptionsError("--resume DIR continues the run in DIR; leave out --run-dir")
+        try:
+            config = read_config(options.resume / "config.json")
+        except FileNotFoundError as err:
+            raise OptionsError(str(err)) from None
+        saved_env = str(config["local"]["env"])
+        if env is not None and env != saved_env:
+            raise OptionsError(f"{options.resume} trained {saved_env}; --env {env} cannot resume it")
+        env, saved = saved_env, config.get("services", {})
+    env = env or DEFAULT_ENV
+    target = None
+    if options.use_target:
+        target = options.target_return if options.target_return is not None else target_return(env)
+        if target is None:
+            raise OptionsError(f"no preset target return for {env}: pass --target-return R or --no-target")
+        if not math.isfinite(target):
+            raise OptionsError(f"--target-return must be a finite number, got {target}")
+    if options.tensorboard and (problem := tensorboard_problem()) is not None:
+        raise OptionsError(problem)
+    envs = options.envs_per_client or default_envs_per_client(env, options.clients)
+    run_dir = options.resume or options.run_dir or default_run_dir(env)
+    return Resolved(options, env, envs, target, run_dir, saved)
+
+
+def exit_code(reason: str, reached: bool, use_target: bool) -> int:
+    """0 when the target was reached, or for any orderly end without a target; see the module doc."""
+    if reached or (not use_target and reason != "failed"):
+        return 0
+    return 130 if reason == "interrupted" else 1
+
+
+def run_local(options: LocalOptions) -> int:
+    """Run the stack until the target, a budget or a signal; returns the process exit code."""
+    from impala.local.session import Session
+
+    errors = Console(stderr=True, soft_wrap=True)
+    try:
+        resolved = resolve(options)
+    except OptionsError as err:
+        errors.print(f"[red]impala local: {err}[/red]", highlight=False)
+        return 2
+    if options.resume is None and (resolved.run_dir / "config.json").exists():
+        errors.print(
+            f"[red]impala local: {resolved.run_dir} already holds a run; --resume {resolved.run_dir} continues it[/red]",
+            highlight=False,
+        )
+        return 2
+    reason, reached = Session(replace(options, env=resolved.env), resolved).run()
+    return exit_code(reason, reached, options.use_target)
