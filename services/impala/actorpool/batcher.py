@@ -73,6 +73,9 @@ class DynamicBatcher:
         return await future
 
     async def _next_batch(self) -> list[_Request]:
+        """Take what is queued now (up to the batch size). Requests arriving while a forward pass runs
+        queue up for the next one, so batches grow with load and add no latency when idle. Only when
+        fewer streams than are connected have a request in, wait up to ``timeout_s`` for the rest."""
         first = self._carry or await self._queue.get()
         self._carry = None
         batch, rows = [first], first.rows
@@ -81,10 +84,9 @@ class DynamicBatcher:
             try:
                 nxt = self._queue.get_nowait()
             except asyncio.QueueEmpty:
-                # Every stream that could add to this batch already has: waiting longer only adds latency.
                 if len(batch) >= self._waiting_streams() or time.monotonic() >= deadline:
                     break
-                await asyncio.sleep(0)
+                await asyncio.sleep(0)  # let other streams' reads run; costs no latency when they have none
                 continue
             if rows + nxt.rows > self.max_batch_size:
                 self._carry = nxt

@@ -101,12 +101,12 @@ class Session:
             if msg.WhichOneof("kind") != "step":
                 raise unexpected("Hello may be sent only once, as the first message")
             step = check_step(msg.step, self.spec, self.num_envs, first=first)
-            inflight = asyncio.ensure_future(self._infer(step))
             try:
-                result = await asyncio.shield(inflight)
+                result = await self._infer(step)
             except asyncio.CancelledError:
-                # Cancelled mid-inference: still record this step before the partial rollout ships.
-                await self._record(step, await inflight, first)
+                # Cancelled mid-inference (client cancel, server stop): run it again, shielded, so this
+                # step's transition is still recorded before the partial rollout ships.
+                await self._record(step, await asyncio.shield(self._infer(step)), first)
                 raise
             await self._record(step, result, first)
             first = False

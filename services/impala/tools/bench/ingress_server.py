@@ -73,7 +73,7 @@ async def serve(kind: str, obs: str, port_file: Path) -> None:
         return
     spec = SPECS[obs]
     settings = ActorPoolSettings(
-        host="127.0.0.1", port=0, insecure=True, max_message_bytes=64 << 20, max_batch_size=1024, batch_timeout_s=0.002
+        host="127.0.0.1", port=0, insecure=True, max_message_bytes=64 << 20
     )
     pool = build_actorpool(settings, policy=PolicyHolder(build_model(spec)), spec=spec, sink=NullSink())
     await asyncio.to_thread(port_file.write_text, str(await pool.start()))
