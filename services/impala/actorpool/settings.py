@@ -18,7 +18,9 @@ class ActorPoolSettings(TokenSettings, ModelSettings):
     pool_id: str = Field("", description="Replica id stamped on rollouts and status; default: hostname-pid.")
     unroll_length: int = Field(80, ge=1, le=10_000, description="T, steps per rollout.")
     max_batch_size: int = Field(1024, ge=1, le=65_536, description="Most env observations in one inference pass.")
-    batch_timeout_s: float = Field(0.002, ge=0.0, le=1.0, description="Longest wait for a fuller inference batch.")
+    batch_timeout_s: float = Field(
+        0.0, ge=0.0, le=1.0, description="Longest wait for a fuller inference batch; 0 = run what is queued whenever the model is free."
+    )
     max_envs_per_client: int = Field(256, ge=1, le=65_536, description="Largest num_envs a client may declare.")
     max_clients: int = Field(1024, ge=1, le=100_000, description="Most concurrent client streams; more are refused.")
     max_message_bytes: int = Field(16 * 1024 * 1024, ge=1024, description="Largest accepted gRPC message.")
