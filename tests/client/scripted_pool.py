@@ -54,7 +54,7 @@ class ScriptedPool(actorpool_pb2_grpc.ActorPoolServicer):
         if self.refusals:
             code, message = self.refusals.pop(0)
             await context.abort(code, message)
-        num_envs = 0
+        num_envs, steps = 0, 0
         async for msg in request_iterator:
             record.messages.append(msg)
             if msg.WhichOneof("kind") == "hello":
@@ -63,12 +63,11 @@ class ScriptedPool(actorpool_pb2_grpc.ActorPoolServicer):
                     welcome=actorpool_pb2.Welcome(session_id=uuid.uuid4().hex, unroll_length=5, policy_version=7)
                 )
                 continue
-            self.steps_seen += 1
-            if len(record.steps) > self.break_after.get(index, 1 << 62):
+            self.steps_seen, steps = self.steps_seen + 1, steps + 1
+            if steps > self.break_after.get(index, 1 << 62):
                 await context.abort(grpc.StatusCode.UNAVAILABLE, "pool is draining (scripted)")
             await eventually(lambda: not self.hold.is_set(), timeout_s=60)
-            k = len(record.steps) - 1
-            actions = (k + np.arange(num_envs, dtype=np.int64)) % self.num_actions
+            actions = (steps - 1 + np.arange(num_envs, dtype=np.int64)) % self.num_actions
             record.actions.append(actions)
             yield actorpool_pb2.AgentMessage(
                 actions=actorpool_pb2.Actions(actions=tensors.encode(actions), policy_version=7)
