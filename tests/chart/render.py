@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import copy
+import importlib.util
+import sys
 from collections.abc import Iterator, Mapping
 from functools import cache
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import helm_python
@@ -24,12 +27,11 @@ Manifest = dict[str, Any]
 
 
 def merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
-    """Helm's merge of values files: maps merge recursively, anything else replaces, None deletes."""
+    """Helm's merge of -f files: maps merge recursively, anything else replaces. A None stays in the
+    result, so Helm's own coalescing with the chart defaults deletes that default key."""
     out = copy.deepcopy(dict(base))
     for key, value in override.items():
-        if value is None:
-            out.pop(key, None)
-        elif isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
             out[key] = merge(out[key], value)
         else:
             out[key] = copy.deepcopy(value)
@@ -91,3 +93,13 @@ def container(obj: Manifest) -> dict[str, Any]:
     containers: list[dict[str, Any]] = pod_spec(obj)["containers"]
     assert len(containers) == 1
     return containers[0]
+
+
+def import_script(name: str) -> ModuleType:
+    """Import scripts/<name>.py (the generators are scripts, not package modules)."""
+    spec = importlib.util.spec_from_file_location(f"scripts_{name}", ROOT / "scripts" / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the class is created
+    spec.loader.exec_module(module)
+    return module
