@@ -7,8 +7,9 @@ number of padded steps never rescale the step size behind the optimizer's back. 
 gradient grows with T·B, which is why the default RMSprop learning rate (4.8e-4) and grad-norm clip (40)
 are torchbeast's values for sum-reduced losses at T=80, B=8; retune them when T·B changes a lot.
 
-Masked steps go through ``torch.where`` (not a multiply) so a non-finite value on padding cannot leak
-into the sum (0 · inf = NaN); padding is zeros anyway, so its gradient is exactly zero.
+Masked steps go through ``torch.where`` (not a multiply), and the detached advantages and targets are
+zeroed on padding before use, so even a non-finite value there cannot leak into a loss or a gradient
+(0 · inf = NaN); padded steps get a gradient of exactly zero.
 """
 
 from __future__ import annotations
@@ -24,12 +25,12 @@ def policy_gradient_loss(logits: Tensor, actions: Tensor, advantages: Tensor, ma
     ``advantages`` are treated as constants (detached): only the log-probabilities get gradients.
     """
     log_probs = F.log_softmax(logits, dim=-1).gather(-1, actions.unsqueeze(-1)).squeeze(-1)
-    return _masked_sum(-log_probs * advantages.detach(), mask)
+    return _masked_sum(-log_probs * _zero_padding(advantages.detach(), mask), mask)
 
 
 def baseline_loss(values: Tensor, targets: Tensor, mask: Tensor) -> Tensor:
     """Σ_valid ½ (v_t − V(x_t))²; ``targets`` (the V-trace v_t) are detached. Scale by the baseline cost."""
-    return _masked_sum(0.5 * (targets.detach() - values) ** 2, mask)
+    return _masked_sum(0.5 * (_zero_padding(targets.detach(), mask) - values) ** 2, mask)
 
 
 def entropy_loss(logits: Tensor, mask: Tensor) -> Tensor:
@@ -38,5 +39,9 @@ def entropy_loss(logits: Tensor, mask: Tensor) -> Tensor:
     return _masked_sum((log_policy.exp() * log_policy).sum(-1), mask)
 
 
+def _zero_padding(x: Tensor, mask: Tensor) -> Tensor:
+    return torch.where(mask, x, torch.zeros_like(x))
+
+
 def _masked_sum(per_step: Tensor, mask: Tensor) -> Tensor:
-    return torch.where(mask, per_step, torch.zeros_like(per_step)).sum()
+    return _zero_padding(per_step, mask).sum()
