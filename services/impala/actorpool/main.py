@@ -21,15 +21,15 @@ from impala.core.device import resolve_device
 from impala.core.models import build_model, fingerprint, spec_for_env
 from impala.core.redis_keys import RunKeys
 from impala.core.state_codec import decode_state
-from impala.weights.client import WeightSubscriber
+from impala.weights.subscriber import WeightSubscriber
 
 log = logging.getLogger(__name__)
 
 
 async def decoded_updates(subscriber: WeightSubscriber) -> AsyncIterator[tuple[int, dict[str, torch.Tensor]]]:
     """Decode each weight version off the event loop."""
-    async for version, _fingerprint, payload in subscriber.updates():
-        yield version, await asyncio.to_thread(decode_state, payload)
+    async for update in subscriber.updates():
+        yield update.version, await asyncio.to_thread(decode_state, update.payload)
 
 
 async def serve(settings: ActorPoolSettings) -> None:
@@ -56,6 +56,7 @@ async def serve(settings: ActorPoolSettings) -> None:
     if settings.weights_address:
         subscriber = WeightSubscriber(
             settings.weights_address,
+            token=settings.weights_token,
             fingerprint=fingerprint(model),
             subscriber_id=pool_id,
             after_version=version,
@@ -71,6 +72,7 @@ async def serve(settings: ActorPoolSettings) -> None:
         registry=registry,
         pool_id=pool_id,
     )
+    sink.on_wait = pool.metrics.backpressure_wait.inc
     metrics.serve(registry, settings.metrics_port)
     port = await pool.start()
     log.info("actorpool ready", extra={"address": f"{settings.host}:{port}", "env": settings.env, "pool": pool_id})

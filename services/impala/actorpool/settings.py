@@ -19,7 +19,10 @@ class ActorPoolSettings(TokenSettings, ModelSettings):
     unroll_length: int = Field(80, ge=1, le=10_000, description="T, steps per rollout.")
     max_batch_size: int = Field(1024, ge=1, le=65_536, description="Most env observations in one inference pass.")
     batch_timeout_s: float = Field(
-        0.0, ge=0.0, le=1.0, description="Longest wait for a fuller inference batch; 0 = run what is queued whenever the model is free."
+        0.0,
+        ge=0.0,
+        le=1.0,
+        description="Longest wait for a fuller inference batch; 0 = run what is queued whenever the model is free.",
     )
     max_envs_per_client: int = Field(256, ge=1, le=65_536, description="Largest num_envs a client may declare.")
     max_clients: int = Field(1024, ge=1, le=100_000, description="Most concurrent client streams; more are refused.")
@@ -27,6 +30,7 @@ class ActorPoolSettings(TokenSettings, ModelSettings):
     handshake_timeout_s: float = Field(10.0, gt=0, description="A client that sends no Hello within this is dropped.")
     idle_timeout_s: float = Field(300.0, gt=0, description="A client silent this long between steps is dropped.")
     weights_address: str = Field("", description="host:port of the weight service; empty = keep the initial weights.")
+    weights_token: str = Field("", description="Bearer token of the weight service (empty = none).")
     checkpoint: Path | None = Field(None, description="Checkpoint file to load initial weights from.")
     tls_cert: Path | None = Field(None, description="PEM certificate; with tls_key serves TLS.")
     tls_key: Path | None = Field(None, description="PEM private key for tls_cert.")
