@@ -9,6 +9,8 @@ from typing import Any
 import grpc
 import numpy as np
 import torch
+from prometheus_client import CollectorRegistry
+
 from impala.actorpool.policy import PolicyHolder
 from impala.actorpool.server import ActorPool, build_actorpool
 from impala.actorpool.settings import ActorPoolSettings
@@ -18,7 +20,6 @@ from impala.core import tensors
 from impala.core.models import ModelSpec, build_model
 from impala.core.rollouts import RolloutRecord, from_proto
 from impala.rollout.v1 import rollout_pb2
-from prometheus_client import CollectorRegistry
 
 SPEC = ModelSpec(observation_shape=(4,), observation_dtype="float32", num_actions=2, kind="mlp", hidden_size=16)
 

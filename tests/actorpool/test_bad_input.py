@@ -8,10 +8,10 @@ from collections.abc import Awaitable, Callable
 import grpc
 import numpy as np
 import pytest
+
 from impala.actorpool.v1 import actorpool_pb2
 from impala.core import tensors
 from impala.tensor.v1 import tensor_pb2
-
 from tests.actorpool.harness import ScriptedClient, obs_for, running_pool
 
 E = 2

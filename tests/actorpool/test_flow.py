@@ -7,8 +7,8 @@ import asyncio
 import grpc
 import numpy as np
 import pytest
-from impala.actorpool.sinks import MemorySink
 
+from impala.actorpool.sinks import MemorySink
 from tests.actorpool.harness import ScriptedClient, make_step, obs_for, running_pool
 
 

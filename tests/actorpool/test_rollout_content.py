@@ -6,8 +6,8 @@ from __future__ import annotations
 import grpc
 import numpy as np
 import torch
-from impala.actorpool.server import ActorPool
 
+from impala.actorpool.server import ActorPool
 from tests.actorpool.harness import ScriptedClient, decoded, obs_for, running_pool
 
 T = 5

@@ -90,6 +90,9 @@ class ActorPool:
     def status(self) -> dict[str, str | int | float]:
         return {
             "clients": self.servicer.connected,
+            "env_steps": self.servicer.stats.env_steps,
+            "rollouts_produced": self.servicer.stats.rollouts_produced,
+            "rollouts_shed": self.servicer.stats.rollouts_shed,
             "policy_version": self.policy.version,
             "address": f"{self.settings.host}:{self.port}",
         }

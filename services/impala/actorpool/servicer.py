@@ -12,7 +12,7 @@ from impala.actorpool.batcher import DynamicBatcher
 from impala.actorpool.control import PoolControl
 from impala.actorpool.errors import StreamError
 from impala.actorpool.metrics import PoolMetrics
-from impala.actorpool.session import Context, Session, SessionConfig
+from impala.actorpool.session import Context, PoolStats, Session, SessionConfig
 from impala.actorpool.sinks import RolloutSink
 from impala.actorpool.v1 import actorpool_pb2, actorpool_pb2_grpc
 from impala.actorpool.validation import EnvSpec
@@ -39,7 +39,7 @@ class ActorPoolServicer(actorpool_pb2_grpc.ActorPoolServicer):
         self.idle = asyncio.Event()  # set while no stream is open
         self.idle.set()
         self.connected = 0
-        self.env_steps = 0
+        self.stats = PoolStats()
 
     async def Connect(  # type: ignore[override]  # noqa: N802  (reads and writes through the context)
         self, request_iterator: AsyncIterator[actorpool_pb2.EnvMessage], context: Context
@@ -58,6 +58,7 @@ class ActorPoolServicer(actorpool_pb2_grpc.ActorPoolServicer):
             control=self.control,
             metrics=self.metrics,
             draining=self.draining,
+            stats=self.stats,
         )
         self.sessions.add(session)
         self.idle.clear()

@@ -32,6 +32,15 @@ from impala.core import tensors
 Context = grpc.aio.ServicerContext[actorpool_pb2.EnvMessage, actorpool_pb2.AgentMessage]
 
 
+@dataclass
+class PoolStats:
+    """Pool-wide counters for the status heartbeat (the metrics hold the same numbers)."""
+
+    env_steps: int = 0
+    rollouts_produced: int = 0
+    rollouts_shed: int = 0
+
+
 @dataclass(frozen=True)
 class SessionConfig:
     unroll_length: int
@@ -53,16 +62,17 @@ class Session:
         control: PoolControl,
         metrics: PoolMetrics,
         draining: asyncio.Event,
+        stats: PoolStats,
     ) -> None:
         self.context, self.config, self.spec = context, config, spec
         self.batcher, self.sink, self.control, self.metrics = batcher, sink, control, metrics
         self.draining = draining
+        self.stats = stats
         self.session_id = uuid.uuid4().hex[:16]
         self.num_envs = 0
         self.rollouts: StreamRollouts | None = None
         self.state: State = ()
         self.last_values: npt.NDArray[np.float32] | None = None
-        self.shed = 0
 
     async def handshake(self) -> None:
         msg = await self._read(self.config.handshake_timeout_s, "Hello")
@@ -166,6 +176,7 @@ class Session:
                 step.reward, step.terminated, step.truncated, bootstrap, step.observation
             )
             self.metrics.env_steps.inc(E)
+            self.stats.env_steps += E
             await self._ship(payloads, partial=False)
         self.rollouts.act(step.observation, result.action[:E], result.logits[:E], result.version, state_in)
         self.state = tuple(s[:E] for s in result.state)
@@ -181,6 +192,7 @@ class Session:
         for payload in payloads:
             if await self.sink.put(payload):
                 self.metrics.rollouts_produced.labels(partial=str(partial).lower()).inc()
+                self.stats.rollouts_produced += 1
             else:
-                self.shed += 1
+                self.stats.rollouts_shed += 1
                 self.metrics.rollouts_shed.inc()
