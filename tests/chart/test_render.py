@@ -3,11 +3,13 @@ oldest and newest Kubernetes we support, `helm lint --strict` is clean, and defa
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
 import helm_python
 import kubernetes_validate
+import kubernetes_validate.utils
 import pytest
 
 from tests.chart.render import CHART, TOKENS, VALUES_FILES, Manifest, find, load_values, merge, name_of, render
@@ -17,6 +19,8 @@ CRD_GROUP = "monitoring.coreos.com/"  # not in kubernetes-validate's schemas: ch
 OVERLAYS = [("values-dev.yaml", "values-external-redis.yaml"), ("values-gpu.yaml", "values-external-redis.yaml")]
 
 helm_python.disable_logging()  # the SDK logs every `fail` at INFO level
+# kubernetes-validate re-reads its multi-MB definitions file on every call; reading it once is 7x faster.
+kubernetes_validate.utils.schema_contents = functools.cache(kubernetes_validate.utils.schema_contents)
 
 
 def validate_all(objects: list[Manifest]) -> None:

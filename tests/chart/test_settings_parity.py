@@ -12,12 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic_settings import BaseSettings
+
 from impala.actorpool.settings import ActorPoolSettings
 from impala.control.settings import ControlSettings
 from impala.learner.settings import LearnerSettings
 from impala.weights.settings import WeightsSettings
-from pydantic_settings import BaseSettings
-
 from tests.chart.render import CHART, TOKENS, container, load_values, name_of, one, render
 
 SETTINGS: dict[str, type[BaseSettings]] = {
@@ -52,6 +52,7 @@ CHART_OWNED: dict[str, dict[str, str]] = {
         "tls_cert": "actorpool.tls: a kubernetes.io/tls Secret mounted as files",
         "tls_key": "actorpool.tls: a kubernetes.io/tls Secret mounted as files",
         "weights_address": _WEIGHTS,
+        "weights_token": "auth.weights: read from its Secret",
         "checkpoint": "pools take their weights from the weight service; no checkpoint volume is mounted",
         "pool_id": "must differ per replica; the default (hostname-pid) is unique per pod",
     },

@@ -1,3 +1,4 @@
+#!/usr/bin/env python3
 """Health probe for impala endpoints, used by `helm test` pods and the images' HEALTHCHECK.
 
     healthcheck.py grpc HOST:PORT [--service NAME] [--tls-ca PEM] [--server-name NAME]

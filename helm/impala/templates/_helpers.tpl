@@ -182,6 +182,18 @@ redis-url
       key: {{ include "impala.redisSecretKey" . }}
 {{- end -}}
 
+{{/* The weight-service token for its clients (learner publishes, pools subscribe), when one is set. */}}
+{{- define "impala.weightsTokenEnv" -}}
+{{- $w := dict "ctx" . "component" "weights" -}}
+{{- if include "impala.hasToken" $w -}}
+- name: IMPALA_WEIGHTS_TOKEN
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "impala.tokenSecretName" $w }}
+      key: {{ include "impala.tokenSecretKey" $w }}
+{{- end -}}
+{{- end -}}
+
 {{- define "impala.weightsAddress" -}}
 {{- printf "%s:%d" (include "impala.componentName" (dict "ctx" . "component" "weights")) (int .Values.weights.service.port) -}}
 {{- end -}}
