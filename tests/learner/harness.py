@@ -13,11 +13,12 @@ from typing import Any, TypeVar
 
 import numpy as np
 import redis
+from prometheus_client import CollectorRegistry
+
 from impala.core.redis_keys import RunKeys
 from impala.core.rollouts import RolloutRecord, to_proto
 from impala.learner.main import Learner, build_learner
 from impala.learner.settings import LearnerSettings
-from prometheus_client import CollectorRegistry
 
 RUN = "lt"
 KEYS = RunKeys(RUN)
@@ -104,11 +105,13 @@ def wait_for(probe: Callable[[], V], done: Callable[[V], bool] = bool, timeout_s
 
 
 def status(client: redis.Redis) -> dict[str, str]:
-    return {k.decode(): v.decode() for k, v in client.hgetall(KEYS.learner_status).items()}
+    fields: dict[bytes, bytes] = client.hgetall(KEYS.learner_status)  # type: ignore[assignment]
+    return {k.decode(): v.decode() for k, v in fields.items()}
 
 
 def counters(client: redis.Redis) -> dict[str, int]:
-    return {k.decode(): int(v) for k, v in client.hgetall(KEYS.counters).items()}
+    fields: dict[bytes, bytes] = client.hgetall(KEYS.counters)  # type: ignore[assignment]
+    return {k.decode(): int(v) for k, v in fields.items()}
 
 
 def request_checkpoint(client: redis.Redis, checkpoint_id: str) -> None:

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
+import pytest
 import redis
 import torch
+
 from impala.core.checkpoints import load_checkpoint
 from impala.core.redis_keys import LEARNER_GROUP
 from impala.core.redis_server import RedisServer
@@ -85,9 +88,9 @@ def test_pause_holds_learning_and_resume_continues(
         assert sample(registry, "impala_learner_paused") == 1
         produce(redis_client, [rollout(seed=i) for i in range(4)])
         # Learnable rollouts wait in the buffer; several heartbeats later the step has not moved.
-        beat = ""
-        for _ in range(5):
-            beat = wait_for(lambda: status(redis_client)["heartbeat"], lambda h, last=beat: h != last)
+        beats = [status(redis_client)["heartbeat"]]
+        while len(beats) < 6:
+            beats.append(wait_for(lambda: status(redis_client)["heartbeat"], lambda h: h != beats[-1]))
         assert learner.loop.state.learner_steps == 1
         assert status(redis_client)["learner_step"] == "1"
         redis_client.hset(KEYS.state, "paused", "0")
@@ -115,6 +118,28 @@ def test_checkpoint_command_is_served_with_path_step_and_size(
     assert (payload["learner_step"], payload["env_steps"], payload["policy_version"]) == (2, 2 * 2 * T, 3)
     assert payload["config"]["run"] == learner.loop.checkpointer.config["run"]
     served = status(redis_client)
-    assert served["last_command_id"] == redis_client.xrevrange(KEYS.commands, count=1)[0][0].decode()
+    newest: Any = redis_client.xrevrange(KEYS.commands, count=1)
+    assert served["last_command_id"] == newest[0][0].decode()
     assert served["last_checkpoint_step"] == "2"  # the final checkpoint on stop is at the same step
     torch.testing.assert_close(payload["model"], learner.loop.state.model.state_dict())
+
+
+@pytest.mark.slow
+def test_rides_out_a_redis_restart(tmp_path: Path) -> None:
+    server = RedisServer(workdir=tmp_path / "redis", appendonly=True).start()
+    client = redis.Redis.from_url(server.url)
+    try:
+        with running(learner_settings(server.url, tmp_path / "ckpt")) as (learner, registry):
+            produce(client, [rollout(seed=i) for i in range(2)])
+            wait_for(lambda: sample(registry, "impala_learner_steps_total"), lambda v: v == 1)
+            server.stop()  # SIGTERM: Redis writes its AOF and exits
+            wait_for(lambda: not learner.control.reachable)
+            server.start()  # same port, same data
+            produce(client, [rollout(seed=i) for i in range(4)])
+            wait_for(lambda: sample(registry, "impala_learner_steps_total"), lambda v: v == 3)
+            wait_for(lambda: client.xlen(KEYS.rollouts), lambda n: n == 0)
+            wait_for(lambda: status(client).get("learner_step"), lambda s: s == "3")
+        assert counters(client)["rollouts_consumed"] == 6
+    finally:
+        client.close()
+        server.stop()

@@ -74,6 +74,11 @@ class ControlPlane:
         """The run's desired state as last read from Redis (kept through outages)."""
         return self._paused.is_set()
 
+    @property
+    def reachable(self) -> bool:
+        """False from a failed Redis call of this thread until the next successful poll."""
+        return not self._failing
+
     def start(self) -> None:
         """Read where the previous learner stopped in the command stream, then start polling."""
         try:

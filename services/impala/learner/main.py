@@ -69,13 +69,11 @@ class Learner:
 
     def _shutdown(self) -> None:
         # Entries read but not learned from stay pending: the next learner of this name re-reads them.
-        self.prefetcher.stop()
-        self.consumer.close()
+        self.prefetcher.stop(interrupt=self.consumer.close)
         if self.publisher is not None and self.weights is not None:
             if not self.publisher.flush(_SHUTDOWN_PUBLISH_S):
                 log.warning("last weight version not published before exit")
-            self.weights.close()
-            self.publisher.stop()
+            self.publisher.stop(interrupt=self.weights.close)
         self.control.stop()
         self.redis.close()
 

@@ -93,8 +93,11 @@ class Prefetcher(Generic[B]):
     def start(self) -> None:
         self._thread.start()
 
-    def stop(self, timeout_s: float = 5.0) -> None:
+    def stop(self, interrupt: Callable[[], None] | None = None, timeout_s: float = 5.0) -> None:
+        """Stop filling; ``interrupt`` (the consumer's ``close``) cuts a read that is retrying short."""
         self._stop.set()
+        if interrupt is not None:
+            interrupt()
         self._thread.join(timeout_s)
 
     def get(self, timeout_s: float) -> Prepared[B] | None:
@@ -125,9 +128,11 @@ class Prefetcher(Generic[B]):
                         break
                     except queue.Full:
                         continue
-        except BaseException as err:  # surfaced to the training loop by get()
+        except BaseException as err:
+            if self._stop.is_set():
+                return  # the interrupted read of a shutdown
             log.exception("batch prefetch failed")
-            self._error = err
+            self._error = err  # surfaced to the training loop by get()
 
     def _take_free(self) -> tuple[B | None] | None:
         """A free buffer (in a 1-tuple, as the buffer itself may be None), or None when stopped."""

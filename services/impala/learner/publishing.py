@@ -86,10 +86,13 @@ class BackgroundPublisher:
         with self._cond:
             return self._cond.wait_for(lambda: self._pending is None and not self._busy, timeout_s)
 
-    def stop(self, timeout_s: float = 5.0) -> None:
+    def stop(self, interrupt: Callable[[], None] | None = None, timeout_s: float = 5.0) -> None:
+        """Stop publishing; ``interrupt`` (the client's ``close``) cuts a publish that is retrying short."""
         with self._cond:
             self._stop = True
             self._cond.notify_all()
+        if interrupt is not None:
+            interrupt()
         self._thread.join(timeout_s)
 
     def _take(self) -> Snapshot | None:
@@ -124,6 +127,8 @@ class BackgroundPublisher:
             )
             return False
         except Exception as err:  # any transport failure: the service may come back
+            if self._stop:
+                return False  # interrupted by stop()
             log.warning(
                 "weight publish failed; will retry",
                 extra={"version": snapshot.version, "error": str(err), "attempt": self._backoff.failures + 1},

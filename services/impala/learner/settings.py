@@ -13,6 +13,10 @@ from impala.core.settings import ModelSettings, ServiceSettings
 class LearnerSettings(ServiceSettings, ModelSettings):
     """Reads rollouts from Redis, runs V-trace updates, publishes weights, checkpoints."""
 
+    # ModelSettings' default config (no env prefix) would otherwise win in the MRO and make the
+    # learner read REDIS_URL instead of IMPALA_REDIS_URL.
+    model_config = ServiceSettings.model_config
+
     consumer: str = Field("", description="Consumer name in the learners group; default: hostname.")
     unroll_length: int = Field(80, ge=1, le=10_000, description="T, steps per rollout (must match the pools).")
     batch_size: int = Field(8, ge=1, le=4096, description="B, rollouts per update.")

@@ -1,0 +1,116 @@
+"""`impala learner` as a real process: kill -9 with entries in flight, restart from the checkpoint with
+identical counters and parameters, every rollout accounted for, then SIGTERM → final checkpoint, exit 0."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+import torch
+
+from impala.core.checkpoints import latest_checkpoint, load_checkpoint
+from impala.core.redis_keys import LEARNER_GROUP
+from impala.core.redis_server import RedisServer
+
+from .harness import (
+    HIDDEN,
+    KEYS,
+    RUN,
+    T,
+    checkpoint_entry,
+    counters,
+    produce,
+    request_checkpoint,
+    rollout,
+    status,
+    wait_for,
+)
+
+
+def start_learner(redis_url: str, checkpoint_dir: Path, consumer: str, log: Path) -> subprocess.Popen[bytes]:
+    settings = {
+        "run": RUN,
+        "redis_url": redis_url,
+        "env": "CartPole-v1",
+        "hidden_size": HIDDEN,
+        "unroll_length": T,
+        "batch_size": 2,
+        "device": "cpu",
+        "weights_address": "",
+        "checkpoint_dir": checkpoint_dir,
+        "status_interval_s": 0.1,
+        "claim_idle_s": 0.5,
+        "consumer": consumer,
+        "log_format": "text",
+    }
+    env = {k: v for k, v in os.environ.items() if not k.startswith("IMPALA_")}
+    env.update({f"IMPALA_{k.upper()}": str(v) for k, v in settings.items()})
+    with log.open("ab") as out:
+        return subprocess.Popen([sys.executable, "-m", "impala", "learner"], env=env, stdout=out, stderr=out)
+
+
+def served(client: redis.Redis, checkpoint_id: str) -> dict[str, Any]:
+    request_checkpoint(client, checkpoint_id)
+    return wait_for(lambda: checkpoint_entry(client, checkpoint_id), lambda e: e.get("status") == "done", 60)
+
+
+def pending(client: redis.Redis) -> int:
+    return int(client.xpending(KEYS.rollouts, LEARNER_GROUP)["pending"])
+
+
+@pytest.mark.slow
+def test_kill9_restart_resumes_exactly_and_loses_no_rollout(
+    redis_server: RedisServer, redis_client: redis.Redis, tmp_path: Path
+) -> None:
+    ckpt_dir, log = tmp_path / "ckpt", tmp_path / "learner.log"
+    first = start_learner(redis_server.url, ckpt_dir, "learner-a", log)
+    try:
+        produce(redis_client, [rollout(seed=i, returns=(float(i),)) for i in range(8)])
+        wait_for(lambda: status(redis_client).get("learner_step"), lambda s: s == "4", 60)
+        saved = served(redis_client, "a-4")
+        # Paused, learner-a reads ahead and holds entries it has not learned from, then dies holding them.
+        redis_client.hset(KEYS.state, "paused", "1")
+        wait_for(lambda: status(redis_client).get("paused"), lambda p: p == "1")
+        produce(redis_client, [rollout(seed=100 + i) for i in range(10)])
+        wait_for(lambda: pending(redis_client), lambda n: n >= 2)
+    finally:
+        first.kill()
+        first.wait(30)
+    assert first.returncode == -signal.SIGKILL
+    held = pending(redis_client)
+    assert held >= 2
+    before = load_checkpoint(Path(saved["path"]))
+
+    second = start_learner(redis_server.url, ckpt_dir, "learner-b", log)
+    try:
+        # Still paused: the restarted learner takes no step, so its checkpoint must equal the one it resumed.
+        resumed = served(redis_client, "b-resumed")
+        after = load_checkpoint(Path(resumed["path"]))
+        for key in ("learner_step", "env_steps", "policy_version", "episodes", "episode_returns"):
+            assert after[key] == before[key], key
+        assert (after["learner_step"], after["env_steps"], after["episodes"]) == (4, 8 * T, 8)
+        torch.testing.assert_close(after["model"], before["model"], rtol=0, atol=0)
+        torch.testing.assert_close(after["optimizer"], before["optimizer"], rtol=0, atol=0)
+        assert after["scheduler"] == before["scheduler"]
+
+        redis_client.hset(KEYS.state, "paused", "0")
+        wait_for(lambda: counters(redis_client).get("rollouts_consumed"), lambda n: n == 18, 60)
+        wait_for(lambda: status(redis_client).get("learner_step"), lambda s: s == "9")
+        assert redis_client.xlen(KEYS.rollouts) == 0
+        assert pending(redis_client) == 0
+        second.send_signal(signal.SIGTERM)
+        assert second.wait(60) == 0, log.read_text()[-3000:]
+    finally:
+        if second.poll() is None:
+            second.kill()
+            second.wait(30)
+    final = load_checkpoint(latest_checkpoint(ckpt_dir) or Path("missing"))
+    assert (final["learner_step"], final["env_steps"]) == (9, 18 * T)
+    assert counters(redis_client) == {"rollouts_consumed": 18}
+    assert status(redis_client)["last_checkpoint_step"] == "9"
