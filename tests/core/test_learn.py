@@ -8,6 +8,7 @@ from dataclasses import fields
 import numpy as np
 import pytest
 import torch
+
 from impala.core import vtrace
 from impala.core.batch import collate
 from impala.core.learn import LearnConfig, episode_starts, learn_step, make_learner_state, vtrace_inputs

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+
 from impala.core.losses import baseline_loss, entropy_loss, policy_gradient_loss
 
 T, B, A = 5, 3, 4

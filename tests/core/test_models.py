@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from impala.core.models import ModelSpec, build_model, fingerprint, spec_for_env
 
 T, B, A = 3, 2, 5

@@ -5,6 +5,7 @@ from collections.abc import Callable
 
 import numpy as np
 import pytest
+
 from impala.core import tensors
 from impala.core.rollouts import RolloutRecord, from_proto, to_proto
 from impala.core.tensors import TensorError

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+
 from impala.core import vtrace
 
 Clip = float | None
