@@ -15,11 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from pydantic_settings import BaseSettings
+
 from impala.actorpool.settings import ActorPoolSettings
 from impala.control.settings import ControlSettings
 from impala.learner.settings import LearnerSettings
 from impala.weights.settings import WeightsSettings
-from pydantic_settings import BaseSettings
 
 CHART = Path(__file__).resolve().parents[1] / "helm" / "impala"
 SCHEMA = CHART / "values.schema.json"

@@ -141,7 +141,7 @@ def test_rendered_environment_is_accepted_by_the_service(
         assert getattr(settings, key) == value, f"{component}.config.{key} reads back as {getattr(settings, key)!r}"
     for key in SHARED[component] - {"run"}:
         assert getattr(settings, key) == VALUES["shared"][key], key
-    assert settings.run == "demo"  # shared.run "" = the release name
+    assert settings.model_dump()["run"] == "demo"  # shared.run "" = the release name
 
 
 @pytest.mark.parametrize("component", SETTINGS)

@@ -1,8 +1,8 @@
 """PromQL and metric names used by the chart's alert rules and dashboards.
 
 ``used_metric_names()`` is the set of impala_* metrics the monitoring depends on; tests compare it with
-docs/metrics.md (and can compare it with the names the services register, or a live ``promtool check
-metrics``). ``check_promql()`` parses expressions with promtool, the Prometheus parser itself.
+docs/metrics.md and with ``registered_metric_names()`` of the services' registries.
+``check_promql()`` parses expressions with promtool, the Prometheus parser itself.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from prometheus_client import CollectorRegistry
 
 ROOT = Path(__file__).resolve().parents[2]
 ALERTS = ROOT / "helm" / "impala" / "files" / "alerts.yaml"
@@ -115,3 +116,13 @@ def check_promql(exprs: list[str]) -> subprocess.CompletedProcess[str]:
         yaml.safe_dump({"groups": [{"name": "check", "rules": rules}]}, handle)
         handle.flush()
         return subprocess.run([PROMTOOL, "check", "rules", handle.name], capture_output=True, text=True, check=False)
+
+
+def registered_metric_names(registry: CollectorRegistry) -> set[str]:
+    """impala_* names as exposed (counters with their _total) of every metric on a registry."""
+    names = set()
+    for family in registry.collect():
+        name = f"{family.name}_total" if family.type == "counter" else family.name
+        if name.startswith("impala_"):
+            names.add(name)
+    return names

@@ -1,10 +1,24 @@
 """Every impala_* metric the alert rules and dashboards use is documented in docs/metrics.md (type,
-unit, labels, meaning). Checks against the services' code and a live `promtool check metrics` can use
-the same ``used_metric_names()``."""
+unit, labels, meaning) and declared by a service's metrics module, whose exposition passes
+`promtool check metrics`. A live check (scraping running services) can reuse ``used_metric_names()``."""
 
 from __future__ import annotations
 
-from tests.monitoring.promql import METRICS_DOC, documented_metric_names, metric_names, metric_rows, used_metric_names
+import subprocess
+
+import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+
+from tests.monitoring.promql import (
+    METRICS_DOC,
+    NEEDS_PROMTOOL,
+    PROMTOOL,
+    documented_metric_names,
+    metric_names,
+    metric_rows,
+    registered_metric_names,
+    used_metric_names,
+)
 
 
 def test_metric_names_maps_histogram_series_to_their_metric() -> None:
@@ -32,3 +46,34 @@ def test_documentation_rows_are_complete() -> None:
         assert len(cells) == 5 and all(cells), cells
         assert cells[1] in ("counter", "gauge", "histogram"), cells
         assert name.endswith("_total") == (cells[1] == "counter"), f"{name}: counters end in _total"
+
+
+def service_registry() -> CollectorRegistry:
+    """One registry holding every service's metrics, declared by the services' own metrics modules."""
+    from impala.actorpool.metrics import PoolMetrics
+    from impala.buffer.metrics import BufferMetrics
+    from impala.control.metrics import ControlMetrics
+    from impala.learner.metrics import LearnerMetrics
+    from impala.weights.metrics import WeightsMetrics
+
+    registry = CollectorRegistry()
+    for metrics in (PoolMetrics, BufferMetrics, LearnerMetrics, WeightsMetrics, ControlMetrics):
+        metrics.create(registry)
+    return registry
+
+
+def test_every_used_metric_is_declared_by_a_service() -> None:
+    missing = used_metric_names() - registered_metric_names(service_registry())
+    assert not missing, f"metrics used by dashboards/alerts that no service declares: {sorted(missing)}"
+
+
+@pytest.mark.skipif(PROMTOOL is None, reason=NEEDS_PROMTOOL)
+def test_promtool_check_metrics_is_clean_on_the_exposition() -> None:
+    """The text every /metrics endpoint serves (same registries, same exposition code) passes promtool's lint."""
+    exposition = generate_latest(service_registry()).decode()
+    assert "# TYPE impala_learner_steps_total counter" in exposition
+    assert PROMTOOL is not None
+    result = subprocess.run(
+        [PROMTOOL, "check", "metrics"], input=exposition, capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
