@@ -49,7 +49,6 @@ class TrainingLoop:
     metrics: LearnerMetrics
     progress: Progress
     publisher: BackgroundPublisher | None = None
-    fingerprint: str = ""
     publish_interval: int = 1
     paused: bool = False  # effective: True once the loop has stopped stepping
     _rate: RateMeter = field(default_factory=RateMeter)
