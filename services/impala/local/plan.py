@@ -26,6 +26,7 @@ from impala.learner.settings import LearnerSettings
 from impala.weights.settings import WeightsSettings
 
 HOST = "127.0.0.1"
+BUFFER_BATCHES = 2
 
 # Fields that belong to one session of the stack (fresh on every start, never carried over on resume).
 SESSION_FIELDS = frozenset(
@@ -204,7 +205,10 @@ def tuned_for(env: str) -> dict[str, dict[str, Any]]:
     chosen = preset(env)
     learner = {k: v for k, v in chosen.learn.items() if k in LearnerSettings.model_fields}
     learner.update(model=chosen.model, hidden_size=chosen.hidden_size, use_lstm=chosen.use_lstm)
-    return {"learner": learner}
+    batch = int(learner.get("batch_size", LearnerSettings.model_fields["batch_size"].default))
+    # On one machine actors outrun the learner: a buffer of a few batches bounds the policy lag to a few
+    # versions (backpressure slows the actors) instead of filling the default capacity with stale rollouts.
+    return {"learner": learner, "actorpool": {"buffer_capacity": BUFFER_BATCHES * batch}}
 
 
 def default_envs_per_client(env: str, clients: int) -> int:

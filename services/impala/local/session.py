@@ -157,8 +157,9 @@ class Session:
     def _spawn(self, name: str, settings: BaseSettings) -> None:
         kind = name.split("-")[0]
         command = "env" if kind == "env" else kind
-        # Inference batches are small: one intra-op thread per pool or client leaves the cores to the learner.
-        extra = {"OMP_NUM_THREADS": "1"} if kind in ("actorpool", "env") else {}
+        # Every service shares the machine's few cores with the others; torch's intra-op threads would
+        # only contend with them (the batches here are tiny), so each process computes on one thread.
+        extra = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
         argv, env, log_path = service_argv(command, settings), child_environment(extra), self.logs / f"{name}.log"
         self.supervisor.start(name, lambda: spawn(argv, env, log_path), STOP_TIMEOUT_S[kind])
 
