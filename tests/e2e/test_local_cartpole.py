@@ -20,6 +20,7 @@ from typing import Any
 
 import httpx
 import pytest
+
 from impala.local.recorder import read_metrics
 
 BUDGET_S = 240  # the run's own --max-seconds; make run solves CartPole in far less on 2 cores

@@ -8,6 +8,9 @@ from typing import Any
 
 import pytest
 import typer
+from pydantic_settings import BaseSettings
+from typer.testing import CliRunner
+
 from impala.core.cli_options import settings_command
 from impala.core.presets import preset
 from impala.local.plan import (
@@ -19,8 +22,6 @@ from impala.local.plan import (
     service_argv,
     tuned_for,
 )
-from pydantic_settings import BaseSettings
-from typer.testing import CliRunner
 
 
 def _plan(tmp_path: Path, saved: dict[str, dict[str, Any]] | None = None) -> Plan:

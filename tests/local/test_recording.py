@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import redis
+
 from impala.core.redis_keys import RunKeys
 from impala.local.recorder import MetricsCsv, plot_learning_curve, read_metrics, tensorboard_problem
 from impala.local.stack import LocalOptions, OptionsError, exit_code, resolve

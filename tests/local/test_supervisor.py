@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+
 from impala.local.supervisor import Launcher, RestartEvent, Supervisor, spawn
 
 

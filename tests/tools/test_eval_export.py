@@ -13,6 +13,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+
 from impala.core.checkpoints import save_checkpoint
 from impala.core.models import Policy, build_model, spec_for_env
 from impala.tools.evaluate import evaluate_checkpoint, make_eval_env, run_episodes
