@@ -62,6 +62,16 @@ class ActorPoolServicer(actorpool_pb2_grpc.ActorPoolServicer):
         )
         self.sessions.add(session)
         self.idle.clear()
+        # A client that half-closes and then cancels can leave context.read() waiting forever; when the
+        # RPC is over for gRPC, end the handler too (its finally still ships the partial rollouts).
+        handler = asyncio.current_task()
+        done = False
+
+        def rpc_over(_context: object) -> None:
+            if not done and handler is not None:
+                handler.cancel()
+
+        context.add_done_callback(rpc_over)
         error: StreamError | None = None
         handshaken = False
         try:
@@ -77,13 +87,17 @@ class ActorPoolServicer(actorpool_pb2_grpc.ActorPoolServicer):
         except StreamError as err:
             error = err
         finally:
-            await asyncio.shield(session.finish())
-            self.sessions.discard(session)
-            if not self.sessions:
-                self.idle.set()
-            if handshaken:
-                self.connected -= 1
-                self.metrics.connected_clients.dec()
+            done = True
+            try:
+                # Shielded: a second cancel (gRPC cancels again when the RPC ends) must not lose partials.
+                await asyncio.shield(session.finish())
+            finally:
+                self.sessions.discard(session)
+                if not self.sessions:
+                    self.idle.set()
+                if handshaken:
+                    self.connected -= 1
+                    self.metrics.connected_clients.dec()
         if error is None and self.draining.is_set():
             error = StreamError(grpc.StatusCode.UNAVAILABLE, "draining", _DRAINING)
         if error is not None:

@@ -75,6 +75,8 @@ def check_step(step: actorpool_pb2.Step, spec: EnvSpec, num_envs: int, *, first:
             raise invalid(name, f"Step.{name} has {len(values)} values, expected num_envs={num_envs}")
     if not np.isfinite(reward).all():
         raise invalid("reward", f"Step.reward has a non-finite value at env {int(np.argmin(np.isfinite(reward)))}")
+    # Both flags set: the episode reached a terminal state; there is nothing to bootstrap.
+    truncated = truncated & ~terminated
     ended = terminated | truncated
     if first and ended.any():
         raise invalid("first_step", "the first Step after Welcome carries reset observations: flags must be false")

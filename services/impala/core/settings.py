@@ -69,6 +69,9 @@ class TokenSettings(ServiceSettings):
 class ModelSettings(BaseSettings):
     """The policy model. ActorPool and learner must agree (the weight fingerprint enforces it)."""
 
+    # Same config as ServiceSettings: a mixin with pydantic's default config would reset env_prefix.
+    model_config = ServiceSettings.model_config
+
     env: str = Field("CartPole-v1", description="Gymnasium environment id; fixes observation spec and action count.")
     model: str = Field(
         "auto",
