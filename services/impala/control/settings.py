@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import Field
 
 from impala.core.settings import TokenSettings
@@ -19,3 +21,15 @@ class ControlSettings(TokenSettings):
         30.0, gt=0, description="A learner heartbeat older than this means the learner is gone."
     )
     checkpoint_wait_s: float = Field(120.0, gt=0, description="Longest wait of POST /v1/checkpoints?wait=true.")
+    pool_timeout_s: float = Field(
+        30.0, gt=0, description="An ActorPool whose heartbeat is older than this is left out of /v1/status."
+    )
+    redis_timeout_s: float = Field(
+        2.0, gt=0, description="Socket timeout of each Redis call; past it the API answers 503."
+    )
+    metrics_public: bool = Field(
+        False, description="Serve GET /metrics without the bearer token (e.g. for an in-cluster Prometheus)."
+    )
+    kubeconfig: Path | None = Field(
+        None, description="Kubeconfig used outside a cluster; default: $KUBECONFIG, then ~/.kube/config."
+    )
