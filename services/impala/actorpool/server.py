@@ -11,9 +11,11 @@ import socket
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
+import grpc
 import numpy as np
 import redis.asyncio as aioredis
 import torch
+from google.protobuf.message import DecodeError
 from prometheus_client import CollectorRegistry
 
 from impala.actorpool.batcher import DynamicBatcher
@@ -21,10 +23,10 @@ from impala.actorpool.control import PoolControl
 from impala.actorpool.metrics import PoolMetrics
 from impala.actorpool.policy import PolicyHolder
 from impala.actorpool.servicer import ActorPoolServicer
-from impala.actorpool.session import SessionConfig
+from impala.actorpool.session import MALFORMED, SessionConfig
 from impala.actorpool.settings import ActorPoolSettings
 from impala.actorpool.sinks import RolloutSink
-from impala.actorpool.v1 import actorpool_pb2_grpc
+from impala.actorpool.v1 import actorpool_pb2
 from impala.actorpool.validation import EnvSpec
 from impala.core.grpc_server import GrpcServer, TlsFiles
 from impala.core.models import ModelSpec
@@ -34,6 +36,24 @@ log = logging.getLogger(__name__)
 
 SERVICE_NAME = "impala.actorpool.v1.ActorPool"
 WeightUpdates = AsyncIterator[tuple[int, dict[str, torch.Tensor]]]
+
+
+def parse_env_message(data: bytes) -> actorpool_pb2.EnvMessage:
+    """Bytes that are not an EnvMessage become ``MALFORMED`` so the session can answer INVALID_ARGUMENT
+    (the generated registration would end the stream with a bare INTERNAL)."""
+    try:
+        return actorpool_pb2.EnvMessage.FromString(data)
+    except DecodeError:
+        return MALFORMED
+
+
+def register_servicer(servicer: ActorPoolServicer, server: grpc.aio.Server) -> None:
+    handler = grpc.stream_stream_rpc_method_handler(
+        servicer.Connect,
+        request_deserializer=parse_env_message,
+        response_serializer=actorpool_pb2.AgentMessage.SerializeToString,
+    )
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, {"Connect": handler}),))
 
 
 def env_spec(spec: ModelSpec) -> EnvSpec:
@@ -156,7 +176,7 @@ def build_actorpool(
         max_concurrent_streams=settings.max_clients + 16,
         service_names=[SERVICE_NAME],
     )
-    actorpool_pb2_grpc.add_ActorPoolServicer_to_server(servicer, server.server)
+    register_servicer(servicer, server.server)
     metrics.policy_version.set(policy.version)
     pool = ActorPool(settings, server, servicer, batcher, control, policy, sink, metrics, weight_updates)
     server.drain_hooks.append(pool.drain)

@@ -67,11 +67,11 @@ class ActorPoolServicer(actorpool_pb2_grpc.ActorPoolServicer):
         handler = asyncio.current_task()
         done = False
 
-        def rpc_over(_context: object) -> None:
+        def rpc_over(_context: Context) -> None:
             if not done and handler is not None:
                 handler.cancel()
 
-        context.add_done_callback(rpc_over)
+        context.add_done_callback(rpc_over)  # type: ignore[arg-type]  # the stub wants a nominal class
         error: StreamError | None = None
         handshaken = False
         try:

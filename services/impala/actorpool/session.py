@@ -32,6 +32,10 @@ from impala.core import tensors
 Context = grpc.aio.ServicerContext[actorpool_pb2.EnvMessage, actorpool_pb2.AgentMessage]
 
 
+# Stands for bytes that did not parse as an EnvMessage (see server.parse_env_message).
+MALFORMED = actorpool_pb2.EnvMessage()
+
+
 @dataclass
 class PoolStats:
     """Pool-wide counters for the status heartbeat (the metrics hold the same numbers)."""
@@ -145,7 +149,10 @@ class Session:
             ) from None
         if msg is grpc.aio.EOF:
             return None
-        assert isinstance(msg, actorpool_pb2.EnvMessage)
+        if msg is MALFORMED:
+            raise unexpected("message could not be parsed as impala.actorpool.v1.EnvMessage")
+        if not isinstance(msg, actorpool_pb2.EnvMessage) or msg.WhichOneof("kind") is None:
+            raise unexpected("EnvMessage has neither hello nor step set")
         return msg
 
     async def _infer(self, step: StepInput) -> ActResult:
