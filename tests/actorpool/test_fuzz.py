@@ -6,6 +6,7 @@ leaks (sessions, tasks and memory stay bounded)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import threading
 from collections.abc import Iterator
@@ -133,10 +134,8 @@ async def send_stream(port: int, messages: list[bytes], ending: str) -> grpc.Sta
         except (grpc.aio.AioRpcError, asyncio.InvalidStateError, TimeoutError):
             pass
         if ending == "close":
-            try:
+            with contextlib.suppress(grpc.aio.AioRpcError, asyncio.InvalidStateError):
                 await call.done_writing()
-            except (grpc.aio.AioRpcError, asyncio.InvalidStateError):
-                pass
         elif ending == "cancel":
             call.cancel()
         # "stall": say nothing more; the pool's handshake/idle timeout must end the stream
