@@ -57,7 +57,8 @@ def create_app(
         registry=registry,
         metrics=ControlMetrics.create(registry),
         scaler=scaler
-        or KubernetesScaler(settings.actorpool_deployment, settings.namespace, kubeconfig=settings.kubeconfig),
+        if scaler is not None
+        else KubernetesScaler(settings.actorpool_deployment, settings.namespace, kubeconfig=settings.kubeconfig),
         token=token,
     )
 
@@ -65,11 +66,15 @@ def create_app(
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         # Created here, inside the server's event loop; connections open lazily, so the API starts
         # (and /healthz answers) even while Redis is down.
-        client = redis or aioredis.Redis.from_url(
-            settings.redis_url,
-            decode_responses=True,
-            socket_timeout=settings.redis_timeout_s,
-            socket_connect_timeout=settings.redis_timeout_s,
+        client = (
+            redis
+            if redis is not None
+            else aioredis.Redis.from_url(
+                settings.redis_url,
+                decode_responses=True,
+                socket_timeout=settings.redis_timeout_s,
+                socket_connect_timeout=settings.redis_timeout_s,
+            )
         )
         ctx.store = RunStore(
             client,

@@ -14,7 +14,6 @@ from prometheus_client import REGISTRY
 from impala.control.app import create_app
 from impala.control.settings import ControlSettings
 from impala.core import logs
-from impala.core.metrics import serve
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +38,6 @@ def run(settings: ControlSettings) -> int:
     logs.register_secret(settings.bearer_token())
     if not settings.bearer_token():
         log.warning("no control token: every route is open (insecure=true)")
-    serve(REGISTRY, settings.metrics_port, settings.host)
     app = create_app(settings, registry=REGISTRY)
     config = uvicorn.Config(
         app,
