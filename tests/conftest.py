@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import redis
+
 from impala.core.redis_server import RedisServer
 
 

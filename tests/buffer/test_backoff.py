@@ -7,6 +7,7 @@ import random
 import threading
 
 import pytest
+
 from impala.core.backoff import Backoff
 
 

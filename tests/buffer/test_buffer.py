@@ -9,11 +9,12 @@ from collections.abc import Iterator
 
 import pytest
 import redis
+from prometheus_client import CollectorRegistry
+
 from impala.buffer.consumer import Entry, RolloutConsumer
 from impala.buffer.producer import RolloutProducer
 from impala.core.redis_keys import RunKeys
 from impala.core.redis_server import RedisServer
-from prometheus_client import CollectorRegistry
 
 KEYS = RunKeys("t")
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import redis
+
 from impala.buffer.consumer import Entry, RolloutConsumer
 from impala.buffer.producer import RolloutProducer
 from impala.core.backoff import Backoff

@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 import redis
 import redis.connection
+
 from impala.buffer import redis_client
 from impala.buffer.redis_client import BUFFER_CUTOFF, async_client, sync_client
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import grpc
 import numpy as np
 import numpy.typing as npt
+
 from impala.actorpool.v1 import actorpool_pb2, actorpool_pb2_grpc
 from impala.core import tensors
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from impala.client import ClientConfig, ClientError, EnvClient, SimulatorBatch
 
+from impala.client import ClientConfig, ClientError, EnvClient, SimulatorBatch
 from tests.actorpool.harness import decoded, running_pool
 from tests.client.scripted_pool import Counter
 

@@ -7,6 +7,7 @@ import importlib.util
 import gymnasium as gym
 import numpy as np
 import pytest
+
 from impala.client import EnvBatch, GymnasiumBatch, make_batch
 
 HAS_ENVPOOL = importlib.util.find_spec("envpool") is not None

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from impala.actorpool.v1 import actorpool_pb2
 from impala.client import ClientConfig, EnvClient, ProtocolError, SimulatorBatch, wire
 from impala.core import tensors
-
 from tests.client.scripted_pool import Counter, ScriptedPool, decode, serving
 
 

@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 from google.protobuf import json_format
 from grpc_tools import protoc  # type: ignore[import-untyped]
+
 from impala.actorpool.v1 import actorpool_pb2
 from impala.core import tensors
-
 from tests.actorpool.harness import decoded, running_pool
 from tests.client.scripted_pool import eventually
 

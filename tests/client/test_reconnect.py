@@ -10,9 +10,9 @@ import grpc
 import numpy as np
 import pytest
 import trustme
+
 from impala.client import ClientConfig, ClientError, EnvClient, SimulatorBatch
 from impala.core.backoff import Backoff
-
 from tests.client.scripted_pool import Counter, ScriptedPool, decode, eventually, serving
 
 

@@ -48,8 +48,9 @@ def test_settings_refuse_nonsense_with_a_clear_message() -> None:
 
 
 def test_token_is_required_unless_insecure() -> None:
-    from impala.actorpool.settings import ActorPoolSettings
     from pydantic import ValidationError
+
+    from impala.actorpool.settings import ActorPoolSettings
 
     with pytest.raises(ValidationError, match="no token configured"):
         ActorPoolSettings()

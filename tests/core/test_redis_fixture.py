@@ -3,6 +3,7 @@ from __future__ import annotations
 import os
 
 import redis
+
 from impala.core.redis_keys import LEARNER_GROUP, RunKeys
 from impala.core.redis_server import RedisServer
 

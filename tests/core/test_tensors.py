@@ -5,6 +5,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
+
 from impala.core import tensors
 from impala.tensor.v1 import tensor_pb2
 

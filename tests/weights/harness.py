@@ -8,10 +8,11 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+from prometheus_client import CollectorRegistry
+
 from impala.weights.server import WeightService, build_weight_service
 from impala.weights.settings import WeightsSettings
 from impala.weights.subscriber import WeightSubscriber, WeightUpdate
-from prometheus_client import CollectorRegistry
 
 TOKEN = "test-token-0123456789"
 

@@ -6,6 +6,7 @@ import hashlib
 
 import grpc
 import pytest
+
 from impala.weights.chunks import MAX_CHUNK_BYTES, Assembler, RejectedError, WeightVersion, split
 from impala.weights.v1 import weights_pb2
 

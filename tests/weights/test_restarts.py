@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import redis
+
 from impala.core.backoff import Backoff
 from impala.core.redis_keys import RunKeys
 from impala.core.redis_server import RedisServer

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 
 import grpc
 import pytest
+
 from impala.core.redis_server import RedisServer
 from impala.weights.chunks import split
 from impala.weights.publisher import PublishRefusedError, WeightPublisher

@@ -7,6 +7,7 @@ import sys
 
 import pytest
 import torch
+
 from impala.core.state_codec import decode_state, encode_state
 from impala.core.tensors import TensorError
 from impala.weights.v1 import weights_pb2

@@ -72,9 +72,7 @@ async def serve(kind: str, obs: str, port_file: Path) -> None:
         await server.stop(0)
         return
     spec = SPECS[obs]
-    settings = ActorPoolSettings(
-        host="127.0.0.1", port=0, insecure=True, max_message_bytes=64 << 20
-    )
+    settings = ActorPoolSettings(host="127.0.0.1", port=0, insecure=True, max_message_bytes=64 << 20)
     pool = build_actorpool(settings, policy=PolicyHolder(build_model(spec)), spec=spec, sink=NullSink())
     await asyncio.to_thread(port_file.write_text, str(await pool.start()))
     await stop.wait()
