@@ -84,7 +84,7 @@ def test_probes_use_the_real_health_endpoints(objects: list[Manifest]) -> None:
     for probe in ("readinessProbe", "livenessProbe"):
         assert pool[probe]["grpc"]["port"] == 50051  # grpc.health.v1.Health of GrpcServer
         assert weights[probe]["grpc"]["port"] == 50052
-    assert control["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+    assert control["readinessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
     assert control["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
     # Kubelet gRPC probes speak plaintext: with TLS on the pod the chart probes the TCP port instead.
     tls_pool = container(one(render(FULL), "Deployment", name_of("actorpool")))

@@ -7,6 +7,7 @@ Field names are the Helm chart's ``config`` keys of that service (tests/chart ch
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 from typing import Any, ClassVar, Self
 
 from pydantic import Field, SecretStr, model_validator
@@ -37,11 +38,22 @@ class ServiceSettings(BaseSettings):
         for key, value in self.model_dump().items():
             if isinstance(value, SecretStr):
                 out[key] = "**********" if value.get_secret_value() else ""
+            elif key.endswith("_url") and isinstance(value, str):
+                out[key] = _mask_url_password(value)
             elif isinstance(value, Path):
                 out[key] = str(value)
             else:
                 out[key] = value
         return out
+
+
+def _mask_url_password(url: str) -> str:
+    """``redis://user:secret@host`` -> ``redis://user:***@host``."""
+    parts = urlsplit(url)
+    if not parts.password:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 class TokenSettings(ServiceSettings):
