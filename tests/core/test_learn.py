@@ -174,3 +174,23 @@ def test_config_fields_are_learner_settings_fields_with_the_same_defaults() -> N
     assert LearnConfig.from_settings(settings) == LearnConfig()
     with pytest.raises(ValueError, match="reward_clipping"):
         LearnConfig(reward_clipping="soft")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_collate_and_learn_step_on_cuda_match_cpu() -> None:
+    records = [record(6, 4, s, state_size=8) for s in range(3)]
+    cpu_batch, gpu_batch = collate(records, "cpu"), collate(records, "cuda")
+    assert gpu_batch.observation.is_cuda and gpu_batch._host is not None and gpu_batch._host.reward.is_pinned()
+    for name in ("observation", "action", "behaviour_logits", "reward", "truncated", "bootstrap_value", "mask"):
+        torch.testing.assert_close(getattr(gpu_batch, name).cpu(), getattr(cpu_batch, name))
+    grads = []
+    for device, batch in (("cpu", cpu_batch), ("cuda", gpu_batch)):
+        torch.manual_seed(2)
+        state = make_learner_state(spec(True), CONFIG, device)
+        stats = learn_step(state, batch, CONFIG)
+        assert np.isfinite(stats["total_loss"])
+        grads.append([p.grad.cpu() for p in state.model.parameters() if p.grad is not None])
+    for got, want in zip(grads[1], grads[0], strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+    assert collate(records[::-1], "cuda", out=gpu_batch) is gpu_batch  # reused after the event completes
+    np.testing.assert_array_equal(gpu_batch.reward[:, 0].cpu().numpy(), records[2].reward)

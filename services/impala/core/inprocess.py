@@ -11,6 +11,8 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -19,7 +21,7 @@ import numpy as np
 import torch
 
 from impala.core.batch import Batch, collate
-from impala.core.learn import LearnConfig, learn_step, make_learner_state
+from impala.core.learn import LearnConfig, LearnerState, learn_step, make_learner_state
 from impala.core.models import Policy, make_env, spec_for_env
 from impala.core.presets import preset
 from impala.core.rollouts import RolloutRecord
@@ -61,68 +63,66 @@ def train_inprocess(
     ``torch_threads`` is set for the run and restored after: small models run fastest on one thread, and
     on a busy 2-core machine two contending intra-op threads made a short run 17x slower (2.8 s vs 49 s).
     """
-    previous_threads = torch.get_num_threads()
-    if torch_threads is not None:
-        torch.set_num_threads(torch_threads)
-    try:
-        return _train(
-            env_id, seed, num_envs, max_env_steps, target_return, hidden_size, use_lstm, model, device, overrides
-        )
-    finally:
-        torch.set_num_threads(previous_threads)
-
-
-def _train(
-    env_id: str,
-    seed: int,
-    num_envs: int | None,
-    max_env_steps: int,
-    target_return: float | None,
-    hidden_size: int | None,
-    use_lstm: bool | None,
-    model: str | None,
-    device: str,
-    overrides: dict[str, Any],
-) -> TrainResult:
     chosen = preset(env_id)
     config = LearnConfig(**{**chosen.learn, **overrides})
     num_envs = num_envs or chosen.num_envs
-    torch.manual_seed(seed)
-    spec = spec_for_env(
-        env_id,
-        model or chosen.model,
-        hidden_size or chosen.hidden_size,
-        chosen.use_lstm if use_lstm is None else use_lstm,
-    )
-    state = make_learner_state(spec, config, device)
-    envs = gym.vector.SyncVectorEnv(
-        [lambda: make_env(env_id) for _ in range(num_envs)], autoreset_mode=gym.vector.AutoresetMode.SAME_STEP
-    )
-    actor = VectorActor(state.model, envs, config.unroll_length, seed, device)
+    use_lstm = chosen.use_lstm if use_lstm is None else use_lstm
+    with _torch_threads(torch_threads):
+        torch.manual_seed(seed)
+        spec = spec_for_env(env_id, model or chosen.model, hidden_size or chosen.hidden_size, use_lstm)
+        state = make_learner_state(spec, config, device)
+        envs = gym.vector.SyncVectorEnv(
+            [lambda: make_env(env_id) for _ in range(num_envs)], autoreset_mode=gym.vector.AutoresetMode.SAME_STEP
+        )
+        try:
+            actor = VectorActor(state.model, envs, config.unroll_length, seed, device)
+            result = _loop(actor, state, config, device, max_env_steps, target_return)
+        finally:
+            envs.close()
+    log.info("in-process training finished", extra={"env": env_id, **_summary(result)})
+    return result
+
+
+def _loop(
+    actor: VectorActor,
+    state: LearnerState,
+    config: LearnConfig,
+    device: str,
+    max_env_steps: int,
+    target_return: float | None,
+) -> TrainResult:
+    """Act T steps in every env, learn from every B rollouts, stop when solved or out of steps."""
     result, recent = TrainResult(), deque[float](maxlen=100)
     pending: list[RolloutRecord] = []
     batch: Batch | None = None
     start = time.perf_counter()
-    try:
-        while result.env_steps < max_env_steps and not result.solved:
-            records = actor.unroll(version=state.learner_steps)
-            result.env_steps += config.unroll_length * num_envs
-            for rec in records:
-                result.episode_returns.extend(rec.episode_returns)
-                recent.extend(rec.episode_returns)
-            pending.extend(records)
-            while len(pending) >= config.batch_size:
-                batch = collate(pending[: config.batch_size], device, out=batch)
-                del pending[: config.batch_size]
-                learn_step(state, batch, config)
-            if len(recent) == recent.maxlen:
-                result.mean_return_100 = sum(recent) / len(recent)
-                result.solved = target_return is not None and result.mean_return_100 >= target_return
-    finally:
-        envs.close()
+    while result.env_steps < max_env_steps and not result.solved:
+        records = actor.unroll(version=state.learner_steps)
+        result.env_steps += config.unroll_length * len(records)
+        for rec in records:
+            result.episode_returns.extend(rec.episode_returns)
+            recent.extend(rec.episode_returns)
+        pending.extend(records)
+        while len(pending) >= config.batch_size:
+            batch = collate(pending[: config.batch_size], device, out=batch)
+            del pending[: config.batch_size]
+            learn_step(state, batch, config)
+        if len(recent) == recent.maxlen:
+            result.mean_return_100 = sum(recent) / len(recent)
+            result.solved = target_return is not None and result.mean_return_100 >= target_return
     result.learner_steps, result.seconds = state.learner_steps, time.perf_counter() - start
-    log.info("in-process training finished", extra={"env": env_id, **_summary(result)})
     return result
+
+
+@contextmanager
+def _torch_threads(count: int | None) -> Iterator[None]:
+    previous = torch.get_num_threads()
+    if count is not None:
+        torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def _summary(result: TrainResult) -> dict[str, Any]:
