@@ -1,5 +1,5 @@
 """End to end: ``impala local`` trains CartPole-v1 to its target as a user would run it, while the test
-pauses, resumes and checkpoints the run through the control API over real HTTP.
+pauses, resumes and checkpoints the run through the control API over real HTTP, and kills the learner.
 
 Everything is real: the command runs as a subprocess and starts redis-server, the weight service, the
 learner, the control API, an ActorPool and env client processes on loopback.
@@ -59,6 +59,10 @@ def local_run(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], Path]]:
         print((tmp_path / "stdout.txt").read_text()[-3000:])
 
 
+def _log(run_dir: Path, service: str) -> str:
+    return (run_dir / "logs" / f"{service}.log").read_text(errors="replace")
+
+
 def _alive(pid: int) -> bool:
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
@@ -112,6 +116,19 @@ def test_local_stack_solves_cartpole_with_pause_resume_and_checkpoint(
         assert Path(checkpoint["path"]).is_file()
         assert Path(checkpoint["path"]).parent == run_dir / "checkpoints"
 
+        # The learner dies hard: the supervisor restarts it, it resumes from that checkpoint, the run goes on.
+        killed = endpoints["pids"]["learner"]
+        os.kill(killed, signal.SIGKILL)
+        restarted = _wait(
+            "a new learner in endpoints.json",
+            lambda: json.loads(endpoints_path.read_text())["pids"].get("learner", killed) != killed,
+            60,
+            proc,
+        )
+        assert restarted
+        _wait("the new learner to resume", lambda: "resumed from checkpoint" in _log(run_dir, "learner"), 60, proc)
+        assert f"path={checkpoint['path']}" in _log(run_dir, "learner").split("resumed from checkpoint")[-1]
+
     code = proc.wait(BUDGET_S + 120)
     wall_s = time.monotonic() - started
     rows = read_metrics(run_dir / "metrics.csv")
@@ -126,5 +143,6 @@ def test_local_stack_solves_cartpole_with_pause_resume_and_checkpoint(
     assert best["episode_return_mean"] >= TARGET
     assert (run_dir / "learning_curve.png").stat().st_size > 0
     assert any((run_dir / "checkpoints").glob("ckpt-*.pt"))
+    assert "service restarted" in _log(run_dir, "local")
     pids = json.loads(endpoints_path.read_text())["pids"]  # rewritten after any restart
     assert not [name for name, pid in pids.items() if _alive(pid)], "children outlived impala local"

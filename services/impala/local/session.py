@@ -74,14 +74,14 @@ class Session:
                 keys, client = RunKeys(plan.run), redis.Redis.from_url(plan.redis_url, socket_timeout=2.0)
                 try:
                     last, reached = self._watch(client, keys, csv, board)
-                    children = list(self.supervisor.children)
-                    for prefix in ("env-", "actorpool-", "learner"):
-                        self.supervisor.stop([[n for n in children if n.startswith(prefix)]], rest=False)
-                    last = self._record(client, keys, csv, board, last)  # the counters of the final checkpoint
                 finally:
                     client.close()
         finally:
-            self.supervisor.stop([["weights"], ["control"], ["redis"]])
+            # metrics.csv ends with the reading that stopped the run; what the learner does while it
+            # stops (its last steps, the final checkpoint) is in logs/learner.log.
+            names = list(self.supervisor.children)
+            stages = [[n for n in names if n.startswith(prefix)] for prefix in ("env-", "actorpool-")]
+            self.supervisor.stop([*stages, ["learner"], ["weights"], ["control"], ["redis"]])
             left = self.supervisor.leftovers()
             if left:
                 log.error("processes left behind", extra={"process_groups": left})
