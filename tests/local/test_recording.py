@@ -37,6 +37,8 @@ def test_snapshot_before_anything_reported(redis_client: redis.Redis) -> None:
     snap = read_snapshot(redis_client, RunKeys("empty"), 1.0)
     assert (snap.env_steps, snap.episodes, snap.buffer_depth, snap.clients) == (0, 0, 0, 0)
     assert math.isnan(snap.episode_return_mean)
+    redis_client.hset(RunKeys("empty").learner_status, mapping={"episode_return_mean": 0.0, "episodes": 0})
+    assert math.isnan(read_snapshot(redis_client, RunKeys("empty"), 2.0).episode_return_mean)
 
 
 def test_target_needs_a_full_window_of_episodes() -> None:

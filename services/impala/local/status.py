@@ -65,12 +65,14 @@ def read_snapshot(client: redis.Redis, keys: RunKeys, time_s: float) -> Snapshot
         raw = client.hget(keys.pool_status(_text(pool_id)), "clients")
         clients += int(float(raw)) if raw is not None else 0
     depth = int(client.xlen(keys.rollouts))
+    episodes = int(_num(learner, "episodes", 0))
     return Snapshot(
         time_s=round(time_s, 3),
         env_steps=int(_num(learner, "env_steps", 0)),
         learner_step=int(_num(learner, "learner_step", 0)),
-        episode_return_mean=_num(learner, "episode_return_mean", math.nan),
-        episodes=int(_num(learner, "episodes", 0)),
+        # A mean over no episodes is no number (not 0): the csv cell stays empty and nothing is plotted.
+        episode_return_mean=_num(learner, "episode_return_mean", math.nan) if episodes else math.nan,
+        episodes=episodes,
         env_steps_per_second=_num(learner, "env_steps_per_second", 0.0),
         policy_lag_mean=_num(learner, "policy_lag_mean", math.nan),
         buffer_depth=depth,
