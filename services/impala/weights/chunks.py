@@ -79,6 +79,7 @@ class Assembler:
         self.max_version_bytes = max_version_bytes
         self.first: weights_pb2.WeightChunk | None = None
         self.parts: list[bytes] = []
+        self.raws: list[bytes] = []
         self.received = 0
         self._hash = hashlib.sha256()
 
@@ -86,8 +87,12 @@ class Assembler:
     def started(self) -> bool:
         return self.first is not None
 
-    def add(self, chunk: weights_pb2.WeightChunk) -> WeightVersion | None:
-        """Take the next chunk; the checked version once it was the last. Raises ``RejectedError``."""
+    def add(self, chunk: weights_pb2.WeightChunk, raw: bytes | None = None) -> WeightVersion | None:
+        """Take the next chunk; the checked version once it was the last. Raises ``RejectedError``.
+
+        ``raw`` is the chunk as it came off the wire; when every chunk has it, the version's ``wire``
+        is these bytes, so a relay forwards them without serializing anything again.
+        """
         if self.first is None:
             self._check_first(chunk)
             self.first = chunk
@@ -99,6 +104,8 @@ class Assembler:
         if self.received > self.first.total_bytes:
             raise _malformed(f"chunks carry more than total_bytes={self.first.total_bytes}")
         self.parts.append(chunk.data)
+        if raw is not None:
+            self.raws.append(raw)
         self._hash.update(chunk.data)
         if chunk.index + 1 < self.first.count:
             return None
@@ -148,7 +155,8 @@ class Assembler:
                 f"sha256 of the assembled version {first.version} is {digest}, chunks announced {first.sha256}",
             )
         payload = self.parts[0] if len(self.parts) == 1 else b"".join(self.parts)
-        return WeightVersion(first.version, first.fingerprint, digest, payload, wire=())
+        wire = tuple(self.raws) if len(self.raws) == len(self.parts) else ()
+        return WeightVersion(first.version, first.fingerprint, digest, payload, wire=wire)
 
     def check_complete(self) -> None:
         """Call when the stream ended: raises if chunks are missing."""

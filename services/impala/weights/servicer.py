@@ -1,8 +1,8 @@
 """``impala.weights.v1.WeightService``: Publish from the learner, Subscribe for the pools.
 
-Subscribe streams bytes, not messages: each version's chunks are serialized once when it is
-published (``WeightVersion.wire``) and the method is registered with an identity response
-serializer, so N subscribers cost N socket writes of the same buffers and no per-subscriber encoding.
+Subscribe streams bytes, not messages: a version's chunks are kept serialized, as the publisher sent
+them (``WeightVersion.wire``), and the method is registered with an identity response serializer,
+so N subscribers cost N socket writes of the same buffers and no encoding at all.
 
 Status codes a client can see:
 - Publish ``INVALID_ARGUMENT``: malformed chunk stream (order, header, sizes, over max_version_bytes).
@@ -23,6 +23,7 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import grpc
+from google.protobuf.message import DecodeError
 
 from impala.weights.chunks import Assembler, RejectedError, WeightVersion
 from impala.weights.metrics import WeightsMetrics
@@ -44,21 +45,20 @@ class WeightServicer:
         self.store, self.metrics = store, metrics
         self.max_version_bytes, self.chunk_bytes = max_version_bytes, chunk_bytes
 
-    async def publish(
-        self, requests: AsyncIterator[weights_pb2.WeightChunk], context: Context
-    ) -> weights_pb2.PublishAck:
+    async def publish(self, requests: AsyncIterator[bytes], context: Context) -> weights_pb2.PublishAck:
         start = time.perf_counter()
         try:
-            assembled = await self._receive(requests)
-            # Serializing a large version's chunks takes a while: keep the event loop serving meanwhile.
-            version = await asyncio.to_thread(
-                WeightVersion.build,
-                assembled.version,
-                assembled.fingerprint,
-                assembled.payload,
-                self.chunk_bytes,
-                sha256=assembled.sha256,
-            )
+            version, largest = await self._receive(requests)
+            if largest > self.chunk_bytes:
+                # Re-cut into chunk_bytes pieces; serializing a large version takes a while, so off the loop.
+                version = await asyncio.to_thread(
+                    WeightVersion.build,
+                    version.version,
+                    version.fingerprint,
+                    version.payload,
+                    self.chunk_bytes,
+                    sha256=version.sha256,
+                )
             self.store.commit(version)
         except RejectedError as rejection:
             await self._reject(context, rejection, "publish")
@@ -70,18 +70,25 @@ class WeightServicer:
         log.info("version published", extra={"version": version.version, "bytes": len(version.payload)})
         return weights_pb2.PublishAck(version=version.version, total_bytes=len(version.payload))
 
-    async def _receive(self, requests: AsyncIterator[weights_pb2.WeightChunk]) -> WeightVersion:
+    async def _receive(self, requests: AsyncIterator[bytes]) -> tuple[WeightVersion, int]:
+        """The checked version, relayed in the publisher's own serialized chunks, and its largest chunk."""
         assembler = Assembler(self.max_version_bytes)
         done: WeightVersion | None = None
-        async for chunk in requests:
+        largest = 0
+        async for raw in requests:
+            try:
+                chunk = weights_pb2.WeightChunk.FromString(raw)
+            except DecodeError:
+                raise RejectedError(grpc.StatusCode.INVALID_ARGUMENT, "malformed", "not a WeightChunk") from None
             first = not assembler.started
-            done = assembler.add(chunk)
+            done = assembler.add(chunk, raw)
+            largest = max(largest, len(chunk.data))
             if first:
                 self.store.check(chunk.version, chunk.fingerprint)  # refuse before receiving the rest
         if done is None:
             assembler.check_complete()
             raise AssertionError("unreachable: check_complete raises")
-        return done
+        return done, largest
 
     async def subscribe(self, request: weights_pb2.SubscribeRequest, context: Context) -> AsyncIterator[bytes]:
         who = request.subscriber_id or context.peer()
@@ -90,6 +97,9 @@ class WeightServicer:
         log.info("subscriber joined", extra={"subscriber": who, "after_version": after})
         try:
             _check_subscriber(request.fingerprint, self.store.fingerprint)
+            # Headers now, not with the first version: the client learns it is subscribed even when
+            # nothing has been published yet.
+            await context.send_initial_metadata(())
             while True:
                 latest = await self.store.wait_newer(after)
                 if latest is None:
@@ -128,7 +138,7 @@ class WeightServicer:
         return {
             "Publish": grpc.stream_unary_rpc_method_handler(
                 self.publish,
-                request_deserializer=weights_pb2.WeightChunk.FromString,
+                request_deserializer=None,  # raw bytes: relayed to subscribers as they came
                 response_serializer=weights_pb2.PublishAck.SerializeToString,
             ),
             "Subscribe": grpc.unary_stream_rpc_method_handler(
