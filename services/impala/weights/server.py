@@ -57,6 +57,7 @@ class WeightService:
             self._mirror_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._mirror_task
+        await self.mirror.flush(self.store, timeout_s=2.0)
         await self.mirror.close()
 
 

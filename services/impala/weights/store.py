@@ -20,6 +20,8 @@ from impala.weights.chunks import MAX_CHUNK_BYTES, RejectedError, WeightVersion
 
 log = logging.getLogger(__name__)
 
+_FLUSH_ERRORS: tuple[type[Exception], ...] = (TimeoutError, *TRANSIENT_ERRORS)
+
 # Write only when newer than what Redis holds, so a lagging replica never overwrites a newer version.
 _SAVE_SCRIPT = """
 local current = tonumber(redis.call('HGET', KEYS[1], 'version') or '0')
@@ -150,9 +152,7 @@ class RedisMirror:
             if latest is None:
                 return
             try:
-                await self._save(
-                    [self.keys.weights], [latest.version, latest.fingerprint, latest.sha256, latest.payload]
-                )
+                await self._write(latest)
             except TRANSIENT_ERRORS as exc:
                 log.warning(
                     "redis unreachable, weights kept in memory only; retrying",
@@ -161,7 +161,22 @@ class RedisMirror:
                 await self._backoff.sleep_async(self._stop)
                 continue
             self._backoff.reset()
-            self.saved_version = latest.version
+
+    async def flush(self, store: LatestStore, timeout_s: float) -> None:
+        """At shutdown (after ``run`` was cancelled): store the latest version if it is not yet."""
+        latest = store.latest
+        if latest is None or latest.version <= self.saved_version:
+            return
+        try:
+            await asyncio.wait_for(self._write(latest), timeout_s)
+        except _FLUSH_ERRORS as exc:
+            log.warning(
+                "latest weights not stored in redis at shutdown", extra={"version": latest.version, "error": repr(exc)}
+            )
+
+    async def _write(self, version: WeightVersion) -> None:
+        await self._save([self.keys.weights], [version.version, version.fingerprint, version.sha256, version.payload])
+        self.saved_version = version.version
 
     async def close(self) -> None:
         self._stop.set()
