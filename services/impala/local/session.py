@@ -23,7 +23,7 @@ from rich.console import Console
 
 from impala.core.logs import SecretMask, TextFormatter, register_secret
 from impala.core.redis_keys import RunKeys
-from impala.core.redis_server import RedisServer, free_port
+from impala.core.redis_server import RedisServer, RedisServerError, free_port
 from impala.local import readiness
 from impala.local.display import Display
 from impala.local.plan import HOST, Plan, Topology, build_plan, child_environment, service_argv, tuned_for
@@ -117,7 +117,12 @@ class Session:
             register_secret(token)  # our own log lines never show them
             write_private(path, token + "\n")
         server = RedisServer(workdir=self.run_dir / "redis", port=free_port(HOST), log_file=self.logs / "redis.log")
-        self.supervisor.start("redis", lambda: _start_redis(server), STOP_TIMEOUT_S["redis"])
+        try:
+            self.supervisor.start("redis", lambda: _start_redis(server), STOP_TIMEOUT_S["redis"])
+        except RedisServerError as err:
+            self.reason = "failed"
+            self.note(f"[red]cannot start redis-server: {err}[/red]")
+            return None
         top = Topology(
             self.resolved.env,
             self.options.clients,
