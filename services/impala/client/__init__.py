@@ -26,11 +26,42 @@ when the pool refuses the client. ``EnvClient.run`` is the asyncio form. The wir
 docs/protocol.md.
 """
 
-from impala.client.backends import EnvpoolBatch, GymnasiumBatch, make_batch
-from impala.client.client import ClientConfig, ClientError, ClientStats, EnvClient
-from impala.client.main import serve
-from impala.client.simulator import BatchStep, EnvBatch, Simulator, SimulatorBatch
-from impala.client.wire import ProtocolError
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from impala.client.backends import EnvpoolBatch, GymnasiumBatch, make_batch
+    from impala.client.client import ClientConfig, ClientError, ClientStats, EnvClient
+    from impala.client.main import serve
+    from impala.client.simulator import BatchStep, EnvBatch, Simulator, SimulatorBatch
+    from impala.client.wire import ProtocolError
+
+# Imported on first use (PEP 562): `impala.client.settings` is loaded by every `impala` command, and
+# the torch-free images (control, weights) must not pay for gymnasium.
+_HOMES = {
+    "EnvpoolBatch": "backends",
+    "GymnasiumBatch": "backends",
+    "make_batch": "backends",
+    "ClientConfig": "client",
+    "ClientError": "client",
+    "ClientStats": "client",
+    "EnvClient": "client",
+    "serve": "main",
+    "BatchStep": "simulator",
+    "EnvBatch": "simulator",
+    "Simulator": "simulator",
+    "SimulatorBatch": "simulator",
+    "ProtocolError": "wire",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _HOMES:
+        return getattr(importlib.import_module(f"impala.client.{_HOMES[name]}"), name)
+    raise AttributeError(f"module 'impala.client' has no attribute {name!r}")
+
 
 __all__ = [
     "BatchStep",
