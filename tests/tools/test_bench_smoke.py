@@ -1,0 +1,58 @@
+"""Every benchmark of ``impala bench`` runs on the real services with a tiny measuring time and returns
+its figures, finite and positive, under the expected names. Speed is never asserted (style item 19)."""
+
+from __future__ import annotations
+
+import importlib
+import math
+
+import pytest
+
+from impala.tools.bench import buffer, e2e, learner
+from impala.tools.bench.report import BENCHES, Figure
+
+# Figure names (their start: sizes and counts follow) each benchmark must return, in order.
+EXPECTED = {
+    "ingress": [
+        "ingress cartpole 1 env/msg",
+        "ingress cartpole 16 env/msg",
+        "ingress atari 1 env/msg",
+        "ingress atari 16 env/msg",
+    ],
+    "buffer": ["buffer cartpole", "buffer atari"],
+    "learner": ["learner cartpole T=20 B=16", "learner atari T=80 B=8"],
+    "weights": [
+        f"weights 6.4 MB → {n} subscriber{'s' if n > 1 else ''}, {what}"
+        for n in (1, 4, 16)
+        for what in ("fan-out", "publish end to end")
+    ],
+    "e2e": ["e2e CartPole-v1 impala local"],
+}
+
+
+@pytest.fixture(autouse=True)
+def _small(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One round per figure and no CartPole solving: the smoke test checks the plumbing, not the numbers."""
+    monkeypatch.setattr(buffer, "ROUNDS", 1)
+    monkeypatch.setattr(learner, "ROUNDS", 1)
+    monkeypatch.setenv(e2e.SEEDS_VARIABLE, "0")
+
+
+def test_every_registered_benchmark_is_covered() -> None:
+    assert set(EXPECTED) == set(BENCHES)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(EXPECTED))
+def test_benchmark_returns_finite_figures(name: str) -> None:
+    module, function = BENCHES[name].split(":")
+    figures = getattr(importlib.import_module(module), function)(0.2)
+
+    assert len(figures) == len(EXPECTED[name])
+    for figure, expected in zip(figures, EXPECTED[name], strict=True):
+        assert isinstance(figure, Figure)
+        assert figure.name.startswith(expected), figure.name
+        assert figure.unit and figure.baseline_name
+        assert math.isfinite(figure.value) and figure.value > 0, figure
+        assert math.isfinite(figure.baseline_value) and figure.baseline_value > 0, figure
+        assert math.isfinite(figure.ratio)
