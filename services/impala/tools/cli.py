@@ -14,7 +14,7 @@ def register(app: typer.Typer) -> None:
     @app.command("eval")
     def evaluate(
         checkpoint: Annotated[Path, typer.Option(exists=True, dir_okay=False, help="Checkpoint file.")],
-        env: Annotated[str, typer.Option(help="Gymnasium environment id.")] = "CartPole-v1",
+        env: Annotated[str | None, typer.Option(help="Gymnasium environment id (default: the checkpoint's).")] = None,
         episodes: Annotated[int, typer.Option(min=1, help="Episodes to run.")] = 10,
         greedy: Annotated[bool, typer.Option(help="Take the most likely action instead of sampling.")] = False,
         seed: Annotated[int, typer.Option(help="Seed of the first episode.")] = 0,

@@ -94,20 +94,27 @@ def run_episodes(model: Policy, env: gym.Env[Any, Any], episodes: int, *, greedy
 
 
 def evaluate_checkpoint(
-    checkpoint: Path, env_id: str, episodes: int, *, greedy: bool = False, seed: int = 0, video_dir: Path | None = None
+    checkpoint: Path,
+    env_id: str | None,
+    episodes: int,
+    *,
+    greedy: bool = False,
+    seed: int = 0,
+    video_dir: Path | None = None,
 ) -> int:
     """``impala eval``: print mean ± std return; 0 on success, 1 on an unusable checkpoint, 2 on a video problem."""
     from rich.console import Console
 
     out, err = Console(soft_wrap=True), Console(stderr=True, soft_wrap=True)
-    if video_dir is not None and (problem := video_problem(env_id)) is not None:
-        err.print(f"[red]{problem}[/red]", highlight=False)
-        return 2
     try:
         model, config = checkpoint_policy(checkpoint)
     except (ValueError, KeyError, RuntimeError) as error:
         err.print(f"[red]cannot load {checkpoint}: {error}[/red]", highlight=False)
         return 1
+    env_id = env_id or str(config.get("env", "CartPole-v1"))  # default: the env the checkpoint was trained on
+    if video_dir is not None and (problem := video_problem(env_id)) is not None:
+        err.print(f"[red]{problem}[/red]", highlight=False)
+        return 2
     env = make_eval_env(env_id, video_dir)
     try:
         if (mismatch := _mismatch(env, model)) is not None:
