@@ -194,3 +194,18 @@ def test_collate_and_learn_step_on_cuda_match_cpu() -> None:
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
     assert collate(records[::-1], "cuda", out=gpu_batch) is gpu_batch  # reused after the event completes
     np.testing.assert_array_equal(gpu_batch.reward[:, 0].cpu().numpy(), records[2].reward)
+
+
+def test_learner_state_round_trips_through_its_state_dict() -> None:
+    torch.manual_seed(0)
+    state = make_learner_state(spec(False), CONFIG)
+    for _ in range(2):
+        learn_step(state, collate([record(6, 6, s) for s in range(3)], "cpu"), CONFIG)
+    restored = make_learner_state(spec(False), CONFIG)
+    restored.load_state_dict(state.state_dict())
+    assert (restored.env_steps, restored.learner_steps) == (36, 2)
+    assert restored.optimizer.param_groups[0]["lr"] == pytest.approx(state.optimizer.param_groups[0]["lr"])
+    for a, b in zip(restored.model.parameters(), state.model.parameters(), strict=True):
+        assert torch.equal(a, b)
+    batch = collate([record(6, 6, 9)], "cpu")
+    assert learn_step(restored, batch, CONFIG) == learn_step(state, batch, CONFIG)

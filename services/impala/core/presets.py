@@ -22,22 +22,22 @@ class Preset:
     num_envs: int = 8  # env slots acting for one learner (in-process envs or client envs)
 
 
-# CartPole-v1: torchbeast's Atari defaults (T=80, lr 4.8e-4, entropy 6e-4, reward clip) learn it slowly;
-# short unrolls, more updates, a larger step and no reward clipping solve it fastest (ADR 0002).
+# CartPole-v1: torchbeast's Atari defaults (T=80, lr 4.8e-4, reward clipping) learn it slowly. Short
+# unrolls (many small updates), a 6x larger step and unclipped rewards solve it in ~150k env steps
+# (median of 6 seeds, ADR 0002).
 _CARTPOLE = Preset(
     learn=MappingProxyType(
         {
-            "unroll_length": 20,
-            "batch_size": 16,
+            "unroll_length": 10,
+            "batch_size": 8,
             "learning_rate": 3e-3,
             "total_steps": 1_000_000,
-            "discounting": 0.99,
-            "entropy_cost": 0.01,
+            "entropy_cost": 0.001,
             "reward_clipping": "none",
         }
     ),
     hidden_size=64,
-    num_envs=16,
+    num_envs=8,
 )
 
 PRESETS: MappingProxyType[str, Preset] = MappingProxyType({"CartPole-v1": _CARTPOLE})
