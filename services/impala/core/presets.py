@@ -22,9 +22,9 @@ class Preset:
     num_envs: int = 8  # env slots acting for one learner (in-process envs or client envs)
 
 
-# CartPole-v1: torchbeast's Atari defaults (T=80, lr 4.8e-4, reward clipping) learn it slowly. Short
-# unrolls (many small updates), a 6x larger step and unclipped rewards solve it in ~150k env steps
-# (median of 6 seeds, ADR 0002).
+# CartPole-v1: torchbeast's Atari defaults (T=80, lr 4.8e-4) learn it slowly (mean return 93 after 600k
+# env steps). Short unrolls (many small updates) and a 6x larger step solve it in ~150k env steps
+# (median of 6 seeds, ADR 0002). Its rewards are all +1, so reward clipping changes nothing.
 _CARTPOLE = Preset(
     learn=MappingProxyType(
         {
@@ -33,7 +33,6 @@ _CARTPOLE = Preset(
             "learning_rate": 3e-3,
             "total_steps": 1_000_000,
             "entropy_cost": 0.001,
-            "reward_clipping": "none",
         }
     ),
     hidden_size=64,
