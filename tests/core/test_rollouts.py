@@ -72,7 +72,7 @@ def test_to_proto_stamps_creation_time_and_oldest_version() -> None:
     assert msg.policy_version == 7
 
 
-Mutation = Callable[[rollout_pb2.Rollout], None]
+Mutation = Callable[[rollout_pb2.Rollout], object]
 
 
 def _set(name: str, array: np.ndarray) -> Mutation:

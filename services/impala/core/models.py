@@ -111,13 +111,15 @@ class Policy(nn.Module):
         return tuple(torch.zeros(batch_size, self.spec.hidden_size, device=device) for _ in range(2))
 
     def forward(self, obs: Tensor, done: Tensor, core_state: State = ()) -> PolicyOutput:
-        """``obs`` ``[T, B, *obs]``, ``done`` bool ``[T, B]`` → logits ``[T, B, A]``, baseline ``[T, B]``."""
+        """``obs`` ``[T, B, *obs]``, ``done`` bool ``[T, B]`` → logits ``[T, B, A]``, baseline ``[T, B]``.
+
+        An empty ``core_state`` means the zero state (``initial_state``)."""
         T, B = obs.shape[:2]
         x = obs.flatten(0, 1)
         x = x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
         x = self.torso(x).view(T, B, -1)
         if self.core is not None:
-            x, core_state = self._unroll(x, done, core_state)
+            x, core_state = self._unroll(x, done, core_state or self.initial_state(B, x.device))
         logits = self.policy(x)
         return PolicyOutput(logits, self.baseline(x).squeeze(-1), core_state)
 
