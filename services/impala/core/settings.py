@@ -7,8 +7,8 @@ Field names are the Helm chart's ``config`` keys of that service (tests/chart ch
 from __future__ import annotations
 
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 from typing import Any, ClassVar, Self
+from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
