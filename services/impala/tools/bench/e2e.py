@@ -4,7 +4,7 @@ in-process trainer (``impala.core.inprocess.train_inprocess``: same model, prese
 no network) on the same seed, measured in the same run.
 
 - env steps/s: ``impala local --no-target``; the learner's status heartbeat in Redis (``env_steps``
-  stamped with ``heartbeat``, once a second) gives the rate over ``seconds`` (at least 3), starting one
+  stamped with ``heartbeat``, once a second) gives the rate over ``3 × seconds`` (at least 3 s), starting one
   heartbeat after the first learned step; then the stack gets SIGTERM.
 - time to solve: ``impala local`` with the CartPole target (mean return ≥ 475 over 100 episodes),
   ``time_s`` of the first row at the target (from the start of the command, services' start-up
