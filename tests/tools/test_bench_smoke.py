@@ -20,7 +20,7 @@ EXPECTED = {
         "ingress atari 16 env/msg",
     ],
     "buffer": ["buffer cartpole", "buffer atari"],
-    "learner": ["learner cartpole T=20 B=16", "learner atari T=80 B=8"],
+    "learner": ["learner cartpole T=", "learner atari T=80 B=8"],
     "weights": [
         f"weights 6.4 MB → {n} subscriber{'s' if n > 1 else ''}, {what}"
         for n in (1, 4, 16)

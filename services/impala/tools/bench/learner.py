@@ -1,7 +1,7 @@
 """Learner updates/s fed from Redis (the real path: ``RolloutConsumer`` → ``Prefetcher`` (read, decode,
 screen, collate on its thread) → ``TrainingLoop`` (learn, ack)) vs the same ``learn_step`` on batches
-collated beforehand in memory, for the CartPole preset (MLP, T=20, B=16) and Atari-size rollouts
-(shallow CNN, T=80, B=8).
+collated beforehand in memory, for the CartPole preset (MLP, T and B of ``impala.core.presets``) and
+Atari-size rollouts (shallow CNN, torchbeast's T=80, B=8).
 
 Both run with one torch intra-op thread (as ``impala local`` runs its learner), leaving the other core
 to the prefetch thread and redis-server. The stream is filled before the Redis path starts, so no
