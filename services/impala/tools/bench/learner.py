@@ -18,7 +18,7 @@ import threading
 import time
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import redis
@@ -81,7 +81,7 @@ class AckClock:
     acks: int = 0
     started: float = 0.0
     counted: int = 0
-    elapsed: float = field(default=float("nan"))
+    elapsed: float = float("nan")
 
     def ack(self, ids: Sequence[str]) -> int:
         done = self.consumer.ack(ids)
