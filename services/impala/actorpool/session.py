@@ -196,10 +196,11 @@ class Session:
         return tuple(np.where(ended.reshape(-1, *([1] * (s.ndim - 1))), 0.0, s).astype(np.float32) for s in state)
 
     async def _ship(self, payloads: list[bytes], *, partial: bool) -> None:
-        for payload in payloads:
-            if await self.sink.put(payload):
-                self.metrics.rollouts_produced.labels(partial=str(partial).lower()).inc()
-                self.stats.rollouts_produced += 1
-            else:
-                self.stats.rollouts_shed += 1
-                self.metrics.rollouts_shed.inc()
+        if not payloads:
+            return
+        stored = await self.sink.put_many(payloads)
+        self.metrics.rollouts_produced.labels(partial=str(partial).lower()).inc(stored)
+        self.stats.rollouts_produced += stored
+        if stored < len(payloads):
+            self.stats.rollouts_shed += len(payloads) - stored
+            self.metrics.rollouts_shed.inc(len(payloads) - stored)

@@ -4,12 +4,17 @@ replies (backpressure), or returns ``False`` when it shed the rollout (counted b
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from typing import Protocol
 
 
 class RolloutSink(Protocol):
     async def put(self, payload: bytes) -> bool:
         """Store one serialized Rollout; wait while full; False only when the sink shed it."""
+        ...
+
+    async def put_many(self, payloads: Sequence[bytes]) -> int:
+        """Store several in one go; returns how many were stored (the others were shed)."""
         ...
 
     async def close(self) -> None: ...
@@ -34,6 +39,9 @@ class MemorySink:
                 await self._space.wait_for(lambda: len(self.items) < self.capacity)
             self.items.append(payload)
             return True
+
+    async def put_many(self, payloads: Sequence[bytes]) -> int:
+        return sum([await self.put(payload) for payload in payloads])
 
     async def take(self, count: int | None = None) -> list[bytes]:
         """Remove and return up to ``count`` items (all when None), waking blocked producers."""

@@ -99,12 +99,13 @@ def decode(
     ):
         raise TensorError(f"{name}: shape is {list(dims)}, expected {list(shape)}")
     expected = math.prod(dims) * np_dtype.itemsize
-    if len(msg.data) != expected:
+    data = msg.data  # read once: with upb every access of a bytes field copies it
+    if len(data) != expected:
         raise TensorError(
-            f"{name}: data has {len(msg.data)} bytes but shape {list(dims)} of {_dtype_name(msg.dtype)} "
+            f"{name}: data has {len(data)} bytes but shape {list(dims)} of {_dtype_name(msg.dtype)} "
             f"needs {expected} bytes"
         )
-    return np.frombuffer(msg.data, dtype=np_dtype).reshape(dims)
+    return np.frombuffer(data, dtype=np_dtype).reshape(dims)
 
 
 def spec(dtype: npt.DTypeLike, shape: Sequence[int]) -> tensor_pb2.TensorSpec:

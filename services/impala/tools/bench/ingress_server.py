@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 import grpc
@@ -39,6 +39,10 @@ class NullSink:
     async def put(self, payload: bytes) -> bool:
         self.count += 1
         return True
+
+    async def put_many(self, payloads: Sequence[bytes]) -> int:
+        self.count += len(payloads)
+        return len(payloads)
 
     async def close(self) -> None:
         return None
