@@ -14,9 +14,11 @@ def register(app: typer.Typer) -> None:
         env: Annotated[
             str | None, typer.Option(help="Gymnasium environment id (default: CartPole-v1, or the resumed run's).")
         ] = None,
+        # One process with all the preset's envs: on 2 cores it solved CartPole in 40 s vs 59.5 s for
+        # 2 processes × 4 envs (seed 0, same load; ADR 0007): fewer, larger messages cost the pool less.
         clients: Annotated[
             int, typer.Option(min=0, help="Env client processes to start (0 = none; dial in your own).")
-        ] = 2,
+        ] = 1,
         envs_per_client: Annotated[
             int | None, typer.Option(min=1, help="Envs per client process (default: the env preset's envs / clients).")
         ] = None,
