@@ -7,6 +7,7 @@ only resets on the next step, by resetting the ended envs explicitly right after
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -15,6 +16,7 @@ import numpy as np
 import numpy.typing as npt
 
 from impala.client.simulator import Array, BatchStep, EnvBatch
+from impala.core.envs import make_env
 
 BACKENDS = ("gymnasium", "envpool")
 
@@ -37,12 +39,11 @@ class GymnasiumBatch:
 
     def __init__(self, env: str | Callable[[], gym.Env[Any, Any]], num_envs: int, seed: int = 0) -> None:
         mode = gym.vector.AutoresetMode.SAME_STEP
-        if isinstance(env, str):
-            self.envs: gym.vector.VectorEnv[Any, Any, Any] = gym.make_vec(
-                env, num_envs=num_envs, vectorization_mode="sync", vector_kwargs={"autoreset_mode": mode}
-            )
-        else:
-            self.envs = gym.vector.SyncVectorEnv([env] * num_envs, autoreset_mode=mode)
+        # An id goes through impala.core.envs.make_env: the same preprocessing (Atari) as the model spec.
+        factory = functools.partial(make_env, env) if isinstance(env, str) else env
+        self.envs: gym.vector.VectorEnv[Any, Any, Any] = gym.vector.SyncVectorEnv(
+            [factory] * num_envs, autoreset_mode=mode
+        )
         self.num_envs = num_envs
         self.num_actions, self._start = _discrete(self.envs.single_action_space, str(env))
         self._seed: int | None = seed

@@ -21,8 +21,9 @@ import numpy as np
 import torch
 
 from impala.core.batch import Batch, collate
+from impala.core.envs import make_env
 from impala.core.learn import LearnConfig, LearnerState, learn_step, make_learner_state
-from impala.core.models import Policy, make_env, spec_for_env
+from impala.core.models import Policy, spec_for_env
 from impala.core.presets import preset
 from impala.core.rollouts import RolloutRecord
 

@@ -10,17 +10,18 @@ Architectures follow Espeholt et al. 2018 (arXiv:1802.01561), fig. 3.
 from __future__ import annotations
 
 import hashlib
-import importlib
 import json
 import math
 from dataclasses import asdict, dataclass
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import gymnasium as gym
 import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
+
+from impala.core.envs import make_env
 
 State = tuple[Tensor, ...]
 
@@ -48,18 +49,6 @@ class ActOutput(NamedTuple):
     logits: Tensor  # [B, A]
     baseline: Tensor  # [B]
     core_state: State
-
-
-def make_env(env_id: str, **kwargs: Any) -> gym.Env[Any, Any]:
-    """``gym.make``, plus the standard Atari preprocessing for ``ALE/*`` ids (uint8 ``[4, 84, 84]``)."""
-    if not env_id.startswith("ALE/"):
-        return gym.make(env_id, **kwargs)
-    # Optional dependency (extra "atari"), imported only here so CartPole users never need it.
-    gym.register_envs(importlib.import_module("ale_py"))
-    # frameskip=1 in the raw env because AtariPreprocessing does the skipping (with max-pooling).
-    env = gym.make(env_id, frameskip=1, repeat_action_probability=0.0, **kwargs)
-    env = gym.wrappers.AtariPreprocessing(env, frame_skip=4, screen_size=84, grayscale_obs=True, noop_max=30)
-    return gym.wrappers.FrameStackObservation(env, 4)
 
 
 def spec_for_env(env_id: str, model: str = "auto", hidden_size: int = 64, use_lstm: bool = False) -> ModelSpec:

@@ -17,7 +17,8 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from impala.core.models import Policy, make_env
+from impala.core.envs import make_env
+from impala.core.models import Policy
 from impala.tools.export import checkpoint_policy
 
 
