@@ -12,7 +12,6 @@ have their own counter. Read in one MULTI, the numbers are one consistent snapsh
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -106,7 +105,6 @@ class Table:
     """Rows appended by the tests, printed by ``conftest.pytest_terminal_summary``."""
 
     rows: list[Row] = field(default_factory=list)
-    started: float = field(default_factory=time.monotonic)
 
     def add(self, row: Row) -> None:
         self.rows.append(row)

@@ -8,7 +8,9 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +19,17 @@ import redis
 
 from impala.core.redis_keys import RunKeys
 
-from .accounting import Ledger, read_ledger
+from .accounting import Ledger, read_ledger, stream_steps
 from .harness import Service, alive, child_env, start_env_client, wait_for
+
+
+@dataclass(frozen=True)
+class Quiet:
+    """The stack at rest: the learner's env steps, the env steps in the stream, the ledger."""
+
+    learner_env_steps: int
+    stream_env_steps: int
+    ledger: Ledger
 
 
 class LocalStack:
@@ -96,6 +107,27 @@ class LocalStack:
             return all(float(b.get("heartbeat", 0)) > since for b in beats)
 
         self.wait("fresh status heartbeats", fresh)
+
+    def pool_versions(self) -> list[int]:
+        return [self.pool_int(i, "policy_version") for i in range(self.pools)]
+
+    def pool_steps(self) -> int:
+        return sum(self.pool_int(i, "env_steps") for i in range(self.pools))
+
+    def quiesce(self) -> Quiet:
+        """Wait until no client is connected and the learner, stream and counters stop moving."""
+        self.wait("pools without clients", lambda: sum(self.pool_int(i, "clients") for i in range(self.pools)) == 0)
+        last: tuple[object, ...] = ()
+        steady_since = time.monotonic()
+        while True:
+            ledger, (steps, ids) = self.ledger(), stream_steps(self.redis, self.keys)
+            now = (self.learner_int("env_steps"), self.learner_int("learner_step"), ids, ledger)
+            if now != last:
+                last, steady_since = now, time.monotonic()
+            elif time.monotonic() - steady_since >= 2.5:  # > 2 status periods of the learner
+                return Quiet(now[0], steps, ledger)
+            self.guard()
+            time.sleep(0.25)
 
     def ledger(self) -> Ledger:
         return read_ledger(self.redis, self.keys)

@@ -13,7 +13,6 @@ import signal
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -21,7 +20,7 @@ import pytest
 
 from impala.core.checkpoints import latest_checkpoint, load_checkpoint
 
-from .accounting import TABLE, Ledger, Row, in_stream, pending_ids, read_ledger, stream_steps
+from .accounting import TABLE, Ledger, Row, in_stream, pending_ids, read_ledger
 from .harness import alive, client_env_steps, connections, group_members
 from .stacks import LocalStack
 
@@ -109,34 +108,26 @@ def test_learner_kill9_resumes_from_its_checkpoint_and_reclaims_pending(stack: L
     )
 
 
-def _pool_versions(stack: LocalStack) -> list[int]:
-    return [stack.pool_int(i, "policy_version") for i in range(stack.pools)]
-
-
-def _pool_steps(stack: LocalStack) -> int:
-    return sum(stack.pool_int(i, "env_steps") for i in range(stack.pools))
-
-
 def test_weight_service_hung_then_killed_pools_act_on_and_catch_up(stack: LocalStack) -> None:
     stopped_at = time.time()
     pid = stack.kill("weights", signal.SIGSTOP)
     try:
         stack.wait_reported_since(stopped_at + 1.0)  # a version already received has been applied by then
-        frozen, steps = _pool_versions(stack), _pool_steps(stack)
+        frozen, steps = stack.pool_versions(), stack.pool_steps()
         # The learner goes on learning (and numbering versions) and the pools go on acting on old weights.
         ahead = stack.wait(
             "the learner to pass the frozen weights",
             lambda: (v := stack.learner_int("policy_version")) >= max(frozen) + 20 and v,
         )
-        stack.wait("env steps on old weights", lambda: _pool_steps(stack) >= steps + 4000)
-        assert _pool_versions(stack) == frozen, "weights moved while the service was stopped"
-        acted = _pool_steps(stack) - steps
+        stack.wait("env steps on old weights", lambda: stack.pool_steps() >= steps + 4000)
+        assert stack.pool_versions() == frozen, "weights moved while the service was stopped"
+        acted = stack.pool_steps() - steps
     finally:
         log_offset = len(stack.log("weights"))
         stack.kill("weights", signal.SIGKILL)  # a stopped process dies of SIGKILL too
     stack.wait_restarted("weights", pid)
     target = stack.learner_int("policy_version")
-    stack.wait("pools to catch up", lambda: min(_pool_versions(stack)) >= target, 60)
+    stack.wait("pools to catch up", lambda: min(stack.pool_versions()) >= target, 60)
     joined = stack.log("weights")[log_offset:]
     for i in range(stack.pools):
         assert f"subscriber joined subscriber=actorpool-{i}" in joined, f"actorpool-{i} did not resubscribe"
@@ -154,7 +145,7 @@ def test_weight_service_hung_then_killed_pools_act_on_and_catch_up(stack: LocalS
 
 def _frozen_counts(stack: LocalStack) -> tuple[int, int, int, int]:
     ledger = stack.ledger()
-    return stack.learner_int("learner_step"), _pool_steps(stack), ledger.produced, ledger.consumed
+    return stack.learner_int("learner_step"), stack.pool_steps(), ledger.produced, ledger.consumed
 
 
 def _status(stack: LocalStack) -> dict[str, object] | None:
@@ -182,7 +173,7 @@ def test_control_api_restarted_while_paused_keeps_the_run_paused(stack: LocalSta
     assert _frozen_counts(stack) == before, "the run moved while paused"
     assert stack.http.post("/v1/resume").status_code == 200
     stack.wait("learning to resume", lambda: stack.learner_int("learner_step") > before[0] + 3)
-    stack.wait("acting to resume", lambda: _pool_steps(stack) > before[1])
+    stack.wait("acting to resume", lambda: stack.pool_steps() > before[1])
     ledger = stack.ledger()
     assert ledger.lost == 0, ledger
     TABLE.add(
@@ -195,38 +186,9 @@ def test_control_api_restarted_while_paused_keeps_the_run_paused(stack: LocalSta
     )
 
 
-@dataclass(frozen=True)
-class Quiet:
-    """The stack at rest: no client connected, nothing moving."""
-
-    learner_env_steps: int
-    stream_env_steps: int
-    ledger: Ledger
-
-
-def _quiesce(stack: LocalStack) -> Quiet:
-    """Wait until no client is connected and the learner, stream and counters stop moving."""
-    stack.wait("pools without clients", lambda: _pool_clients(stack) == 0)
-    last: tuple[object, ...] = ()
-    steady_since = time.monotonic()
-    while True:
-        ledger, (steps, ids) = read_ledger(stack.redis, stack.keys), stream_steps(stack.redis, stack.keys)
-        now = (stack.learner_int("env_steps"), stack.learner_int("learner_step"), ids, ledger)
-        if now != last:
-            last, steady_since = now, time.monotonic()
-        elif time.monotonic() - steady_since >= 2.5:  # > 2 status periods of the learner
-            return Quiet(now[0], steps, ledger)
-        stack.guard()
-        time.sleep(0.25)
-
-
-def _pool_clients(stack: LocalStack) -> int:
-    return sum(stack.pool_int(i, "clients") for i in range(stack.pools))
-
-
 def test_actorpool_kill9_clients_move_and_only_its_partials_are_lost(stack: LocalStack) -> None:
     stack.stop_clients()
-    base = _quiesce(stack)
+    base = stack.quiesce()
     budget = 12_000  # env steps per client: c0 is still running when its pool dies
     c0 = stack.start_client("p-c0", [0, 1], seed=100, max_steps=budget)
     c1 = stack.start_client("p-c1", [1, 0], seed=200, max_steps=budget)
@@ -245,7 +207,7 @@ def test_actorpool_kill9_clients_move_and_only_its_partials_are_lost(stack: Loca
         assert client.popen.wait(120) == 0, client.text()[-2000:]
     stack.clients.clear()
     stack.wait_restarted("actorpool-0", old)
-    end = _quiesce(stack)
+    end = stack.quiesce()
     assert end.ledger.dropped == base.ledger.dropped and end.ledger.shed == base.ledger.shed
     taken = client_env_steps(c0) + client_env_steps(c1)
     reached_redis = (end.learner_env_steps - base.learner_env_steps) + (end.stream_env_steps - base.stream_env_steps)
