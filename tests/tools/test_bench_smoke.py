@@ -8,17 +8,12 @@ import math
 
 import pytest
 
-from impala.tools.bench import buffer, e2e, learner
+from impala.tools.bench import buffer, e2e, ingress, learner
 from impala.tools.bench.report import BENCHES, Figure
 
 # Figure names (their start: sizes and counts follow) each benchmark must return, in order.
 EXPECTED = {
-    "ingress": [
-        "ingress cartpole 1 env/msg",
-        "ingress cartpole 16 env/msg",
-        "ingress atari 1 env/msg",
-        "ingress atari 16 env/msg",
-    ],
+    "ingress": ["ingress cartpole 1 env/msg × 2 streams", "ingress atari 16 env/msg × 2 streams"],
     "buffer": ["buffer cartpole", "buffer atari"],
     "learner": ["learner cartpole T=", "learner atari T=80 B=8"],
     "weights": [
@@ -33,6 +28,7 @@ EXPECTED = {
 @pytest.fixture(autouse=True)
 def _small(monkeypatch: pytest.MonkeyPatch) -> None:
     """One round per figure and no CartPole solving: the smoke test checks the plumbing, not the numbers."""
+    monkeypatch.setattr(ingress, "CONFIGS", [("cartpole", 1, 2), ("atari", 16, 2)])
     monkeypatch.setattr(buffer, "ROUNDS", 1)
     monkeypatch.setattr(learner, "ROUNDS", 1)
     monkeypatch.setenv(e2e.SEEDS_VARIABLE, "0")
