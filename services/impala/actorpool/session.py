@@ -9,6 +9,7 @@ observation; nothing a client sent is silently dropped.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import uuid
 from dataclasses import dataclass
@@ -27,7 +28,10 @@ from impala.actorpool.rollout_builder import StreamRollouts
 from impala.actorpool.sinks import RolloutSink
 from impala.actorpool.v1 import actorpool_pb2
 from impala.actorpool.validation import EnvSpec, StepInput, check_hello, check_step, unexpected
+from impala.buffer.producer import ProducerClosedError
 from impala.core import tensors
+
+log = logging.getLogger(__name__)
 
 Context = grpc.aio.ServicerContext[actorpool_pb2.EnvMessage, actorpool_pb2.AgentMessage]
 
@@ -198,7 +202,15 @@ class Session:
     async def _ship(self, payloads: list[bytes], *, partial: bool) -> None:
         if not payloads:
             return
-        stored = await self.sink.put_many(payloads)
+        try:
+            stored = await self.sink.put_many(payloads)
+        except ProducerClosedError:
+            # The pool is shutting down while the buffer is full: these never reach Redis. Say so.
+            stored = 0
+            log.warning(
+                "rollouts lost at shutdown: buffer full",
+                extra={"session": self.session_id, "rollouts": len(payloads), "partial": partial},
+            )
         self.metrics.rollouts_produced.labels(partial=str(partial).lower()).inc(stored)
         self.stats.rollouts_produced += stored
         if stored < len(payloads):

@@ -58,7 +58,7 @@ class TrainingLoop:
     def run(self, stop: threading.Event) -> None:
         """Train until ``stop`` is set, then write a final checkpoint."""
         self._publish(initial=True)
-        self._refresh_status()
+        self.refresh_status()
         wait_started = time.monotonic()
         while not stop.is_set():
             self._serve_requests()
@@ -84,7 +84,7 @@ class TrainingLoop:
         if paused != self.paused:
             self.paused = paused
             self.metrics.paused.set(int(paused))
-            self._refresh_status()
+            self.refresh_status()
             log.info("learning paused" if paused else "learning resumed", extra={"step": self.state.learner_steps})
         if paused:
             stop.wait(_WAIT_S)
@@ -104,7 +104,7 @@ class TrainingLoop:
         self._account(prepared, stats)
         if self.state.learner_steps % self.publish_interval == 0:
             self._publish()
-        self._refresh_status()
+        self.refresh_status()
 
     def _account(self, prepared: Prepared[Batch], stats: dict[str, float]) -> None:
         m = self.metrics
@@ -165,10 +165,10 @@ class TrainingLoop:
         """Write a checkpoint of the current state now."""
         info = self.checkpointer.save(self.state, self.progress)
         self.metrics.last_checkpoint.set(info.created_unix)
-        self._refresh_status()
+        self.refresh_status()
         return info
 
-    def _refresh_status(self) -> None:
+    def refresh_status(self) -> None:
         """Rebuild the heartbeat fields on this thread (the control thread only reads the dict)."""
         last = self.checkpointer.last
         self._status = {

@@ -57,6 +57,9 @@ class Learner:
     weights: WeightPublisher | None = None
 
     def run(self, stop: threading.Event) -> int:
+        # Fill the heartbeat before the control thread's first write, or it would carry the previous
+        # (dead) learner's counters for a heartbeat (the status hash merges fields).
+        self.loop.refresh_status()
         self.control.start()
         self.prefetcher.start()
         if self.publisher is not None:
