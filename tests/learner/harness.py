@@ -58,8 +58,9 @@ def produce(client: redis.Redis, payloads: list[bytes]) -> None:
         client.xadd(KEYS.rollouts, {"r": payload})
 
 
-def learner_settings(redis_url: str, checkpoint_dir: Path, **overrides: Any) -> LearnerSettings:
-    fields: dict[str, Any] = {
+def learner_fields(redis_url: str, checkpoint_dir: Path, **overrides: Any) -> dict[str, Any]:
+    """Settings of a small, fast test learner, as field name -> value."""
+    return {
         "run": RUN,
         "redis_url": redis_url,
         "env": "CartPole-v1",
@@ -73,6 +74,10 @@ def learner_settings(redis_url: str, checkpoint_dir: Path, **overrides: Any) -> 
         "consumer": "learner-0",
         **overrides,
     }
+
+
+def learner_settings(redis_url: str, checkpoint_dir: Path, **overrides: Any) -> LearnerSettings:
+    fields = learner_fields(redis_url, checkpoint_dir, **overrides)
     return LearnerSettings(**fields)
 
 

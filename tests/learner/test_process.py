@@ -19,12 +19,11 @@ from impala.core.redis_keys import LEARNER_GROUP
 from impala.core.redis_server import RedisServer
 
 from .harness import (
-    HIDDEN,
     KEYS,
-    RUN,
     T,
     checkpoint_entry,
     counters,
+    learner_fields,
     produce,
     request_checkpoint,
     rollout,
@@ -34,21 +33,7 @@ from .harness import (
 
 
 def start_learner(redis_url: str, checkpoint_dir: Path, consumer: str, log: Path) -> subprocess.Popen[bytes]:
-    settings = {
-        "run": RUN,
-        "redis_url": redis_url,
-        "env": "CartPole-v1",
-        "hidden_size": HIDDEN,
-        "unroll_length": T,
-        "batch_size": 2,
-        "device": "cpu",
-        "weights_address": "",
-        "checkpoint_dir": checkpoint_dir,
-        "status_interval_s": 0.1,
-        "claim_idle_s": 0.5,
-        "consumer": consumer,
-        "log_format": "text",
-    }
+    settings = learner_fields(redis_url, checkpoint_dir, claim_idle_s=0.5, consumer=consumer, log_format="text")
     env = {k: v for k, v in os.environ.items() if not k.startswith("IMPALA_")}
     env.update({f"IMPALA_{k.upper()}": str(v) for k, v in settings.items()})
     with log.open("ab") as out:
