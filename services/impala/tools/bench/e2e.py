@@ -141,7 +141,7 @@ def bench_e2e(seconds: float) -> list[Figure]:
         inproc = train_inprocess(ENV, seed=0, max_env_steps=max(1, int(_STEPS_PER_SECOND_GUESS * window)))
         base = inproc.env_steps / inproc.seconds
         figures.append(
-            Figure(f"e2e {ENV} impala local (2 env clients)", ours, "env steps/s", "in-process trainer", base)
+            Figure(f"e2e {ENV} impala local (default flags)", ours, "env steps/s", "in-process trainer", base)
         )
         n, target = seeds(), target_return(ENV)
         if n > 0 and target is not None:
