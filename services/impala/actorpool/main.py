@@ -77,9 +77,9 @@ async def serve(settings: ActorPoolSettings) -> None:
     port = await pool.start()
     log.info("actorpool ready", extra={"address": f"{settings.host}:{port}", "env": settings.env, "pool": pool_id})
     try:
-        await pool.server.serve_until_signal(grace=settings.drain_grace_s)
+        await pool.server.serve_until_signal(grace=settings.drain_grace_s)  # drains once, on the signal
     finally:
-        await pool.stop()
+        await pool.close()
         await redis.aclose()
 
 

@@ -94,7 +94,12 @@ class ActorPool:
         log.info("drained", extra={"left": len(self.servicer.sessions)})
 
     async def stop(self) -> None:
+        """Graceful stop (drain included), then ``close``."""
         await self.server.stop(grace=self.settings.drain_grace_s)
+        await self.close()
+
+    async def close(self) -> None:
+        """Release what the pool runs besides the gRPC server (after that server stopped)."""
         for task in self._tasks:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
