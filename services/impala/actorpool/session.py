@@ -119,14 +119,15 @@ class Session:
             if msg.WhichOneof("kind") != "step":
                 raise unexpected("Hello may be sent only once, as the first message")
             step = check_step(msg.step, self.spec, self.num_envs, first=first)
+            state_in = self._reset(self.state, step.ended)  # the core state where episodes (re)start
             try:
-                result = await self._infer(step)
+                result = await self._infer(step, state_in)
             except asyncio.CancelledError:
                 # Cancelled mid-inference (client cancel, server stop): run it again, shielded, so this
                 # step's transition is still recorded before the partial rollout ships.
-                await self._record(step, await asyncio.shield(self._infer(step)), first)
+                await self._record(step, await asyncio.shield(self._infer(step, state_in)), state_in, first)
                 raise
-            await self._record(step, result, first)
+            await self._record(step, result, state_in, first)
             first = False
             if self.draining.is_set():
                 return  # recorded; the stream ends with UNAVAILABLE instead of a reply
@@ -159,14 +160,13 @@ class Session:
             raise unexpected("EnvMessage has neither hello nor step set")
         return msg
 
-    async def _infer(self, step: StepInput) -> ActResult:
+    async def _infer(self, step: StepInput, state_in: State) -> ActResult:
         E = self.num_envs
-        ended = step.terminated | step.truncated
-        obs, done, state = step.observation, ended, self._reset(self.state, ended)
+        obs, done, state = step.observation, step.ended, state_in
         if step.truncated.any():
             # V(final observation) of truncated episodes, with the state of the episode that ended.
             assert step.final_observation is not None
-            pick = step.truncated[ended]
+            pick = step.truncated[step.ended]
             truncated_rows = np.flatnonzero(step.truncated)
             obs = np.concatenate([obs, step.final_observation[pick]])
             done = np.concatenate([done, np.zeros(len(truncated_rows), dtype=np.bool_)])
@@ -175,11 +175,9 @@ class Session:
         assert result.action.shape[0] >= E
         return result
 
-    async def _record(self, step: StepInput, result: ActResult, first: bool) -> None:
+    async def _record(self, step: StepInput, result: ActResult, state_in: State, first: bool) -> None:
         assert self.rollouts is not None
         E = self.num_envs
-        ended = step.terminated | step.truncated
-        state_in = self._reset(self.state, ended)
         if not first:
             bootstrap = np.zeros(E, dtype=np.float32)
             bootstrap[step.truncated] = result.baseline[E:]

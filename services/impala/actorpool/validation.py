@@ -37,6 +37,7 @@ class StepInput:
     terminated: npt.NDArray[np.bool_]  # [E]
     truncated: npt.NDArray[np.bool_]  # [E]
     final_observation: npt.NDArray[np.generic] | None  # [K, *obs], K = count(terminated | truncated)
+    ended: npt.NDArray[np.bool_]  # [E], terminated | truncated: obs[i] starts a new episode
 
 
 def check_hello(hello: actorpool_pb2.Hello, spec: EnvSpec, max_envs: int) -> None:
@@ -90,7 +91,7 @@ def check_step(step: actorpool_pb2.Step, spec: EnvSpec, num_envs: int, *, first:
             f"Step.final_observation is missing but {int(truncated.sum())} env(s) are truncated; "
             "it must hold the last observation of every env whose episode ended",
         )
-    return StepInput(obs, reward, terminated, truncated, final)
+    return StepInput(obs, reward, terminated, truncated, final, ended)
 
 
 def _tensor(msg: object, name: str, spec: EnvSpec, rows: int) -> npt.NDArray[np.generic]:
