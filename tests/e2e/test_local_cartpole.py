@@ -21,6 +21,7 @@ from typing import Any
 import httpx
 import pytest
 
+from impala.core.processes import stop_group
 from impala.local.recorder import read_metrics
 
 BUDGET_S = 240  # the run's own --max-seconds; make run solves CartPole in far less on 2 cores
@@ -48,13 +49,7 @@ def local_run(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], Path]]:
     try:
         yield proc, run_dir
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)  # graceful, like Ctrl-C
-            try:
-                proc.wait(120)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+        stop_group(proc, 120)  # SIGTERM first: graceful, like Ctrl-C
         out.close()
         print((tmp_path / "stdout.txt").read_text()[-3000:])
 

@@ -3,10 +3,8 @@ from ``/proc``, and ``impala <service>`` children (env clients among them) with 
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -14,6 +12,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
+
+from impala.core.processes import kill_group, stop_group
 
 T = TypeVar("T")
 ENV_ID = "CartPole-v1"
@@ -100,17 +100,10 @@ class Service:
 
     def stop(self, timeout_s: float = 30.0) -> int:
         """SIGTERM and wait; SIGKILL the whole group past ``timeout_s``. Returns the exit code."""
-        if self.running():
-            self.popen.send_signal(signal.SIGTERM)
-        try:
-            return self.popen.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            return self.kill()
+        return stop_group(self.popen, timeout_s)
 
     def kill(self) -> int:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.popen.pid, signal.SIGKILL)
-        return self.popen.wait()
+        return kill_group(self.popen)
 
     def records(self) -> list[dict[str, Any]]:
         """The JSON log lines written so far (other lines skipped)."""

@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 import redis
 
+from impala.core.processes import stop_group
 from impala.core.redis_keys import RunKeys
 
 from .accounting import Ledger, read_ledger, stream_steps
@@ -163,13 +164,7 @@ class LocalStack:
         """Stop everything (idempotent); the SIGTERM scenario may already have done it."""
         for client in self.clients:
             client.kill()
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(120)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
+        stop_group(self.proc, 120)
         self.http.close()
         self.redis.close()
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -29,6 +28,7 @@ import redis
 
 from impala.core.inprocess import train_inprocess
 from impala.core.presets import target_return
+from impala.core.processes import stop_group
 from impala.core.redis_keys import RunKeys
 from impala.local.recorder import read_metrics
 from impala.tools.bench.report import Figure
@@ -62,13 +62,7 @@ class LocalRun:
 
     def stop(self) -> None:
         """SIGTERM (the orderly stop of Ctrl-C), then SIGKILL of the whole group if it hangs."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(120)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
+        stop_group(self.proc, 120)
 
     def heartbeats(self) -> Iterator[tuple[float, int]]:
         """(heartbeat unix s, env steps) of each new learner status once learning started."""
