@@ -117,3 +117,12 @@ def make_step(
 def obs_for(episode: np.ndarray, t: np.ndarray, E: int) -> np.ndarray:
     """Observation encoding (episode id, step in episode, env index, 1) so alignment is checkable."""
     return np.stack([episode, t, np.arange(E), np.ones(E)], axis=1).astype(np.float32)
+
+
+def rss_mib(pid: int) -> float:
+    """Resident memory of a process, from /proc."""
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")

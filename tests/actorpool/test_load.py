@@ -14,17 +14,10 @@ import pytest
 from impala.actorpool.v1 import actorpool_pb2, actorpool_pb2_grpc
 from impala.core import tensors
 from impala.tools.bench.ingress import start_server
+from tests.actorpool.harness import rss_mib
 
 pytestmark = pytest.mark.slow
 STREAMS, SECONDS = 256, 5.0
-
-
-def rss_mib(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    raise AssertionError("no VmRSS")
 
 
 async def one_stream(port: int, until: float, latencies: list[float]) -> int:

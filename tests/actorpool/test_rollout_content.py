@@ -8,25 +8,26 @@ import numpy as np
 import torch
 
 from impala.actorpool.server import ActorPool
+from impala.core.models import ActOutput
 from tests.actorpool.harness import ScriptedClient, decoded, obs_for, running_pool
 
 T = 5
 
 
-def values_of(pool: ActorPool, obs: np.ndarray) -> np.ndarray:
-    """V(obs) under the acting model, computed independently of the pool."""
-    model = pool.policy.model
+def act_on(pool: ActorPool, obs: np.ndarray) -> ActOutput:
+    """The acting model's output for ``obs`` ([N, 4]), computed independently of the pool."""
     with torch.no_grad():
-        out = model.act(torch.from_numpy(obs.astype(np.float32)), torch.zeros(len(obs), dtype=torch.bool), ())
-    return out.baseline.numpy()
+        return pool.policy.model.act(
+            torch.from_numpy(obs.astype(np.float32)), torch.zeros(len(obs), dtype=torch.bool), ()
+        )
+
+
+def values_of(pool: ActorPool, obs: np.ndarray) -> np.ndarray:
+    return act_on(pool, obs).baseline.numpy()
 
 
 def logits_of(pool: ActorPool, obs: np.ndarray) -> np.ndarray:
-    with torch.no_grad():
-        out = pool.policy.model.act(
-            torch.from_numpy(obs.astype(np.float32)), torch.zeros(len(obs), dtype=torch.bool), ()
-        )
-    return out.logits.numpy()
+    return act_on(pool, obs).logits.numpy()
 
 
 async def test_full_and_partial_rollouts_are_aligned_and_masked() -> None:
