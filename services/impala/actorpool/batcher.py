@@ -43,13 +43,13 @@ class DynamicBatcher:
         max_batch_size: int,
         timeout_s: float,
         metrics: PoolMetrics,
-        waiting_streams: Callable[[], int],
     ) -> None:
         self.policy = policy
         self.max_batch_size = max_batch_size
         self.timeout_s = timeout_s
         self.metrics = metrics
-        self._waiting_streams = waiting_streams
+        # Streams that could add to a batch; the servicer sets it (one stream until then).
+        self.waiting_streams: Callable[[], int] = lambda: 1
         self._queue: asyncio.Queue[_Request] = asyncio.Queue()
         self._carry: _Request | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
@@ -84,7 +84,7 @@ class DynamicBatcher:
             try:
                 nxt = self._queue.get_nowait()
             except asyncio.QueueEmpty:
-                if len(batch) >= self._waiting_streams() or time.monotonic() >= deadline:
+                if len(batch) >= self.waiting_streams() or time.monotonic() >= deadline:
                     break
                 await asyncio.sleep(0)  # let other streams' reads run; costs no latency when they have none
                 continue

@@ -31,12 +31,12 @@ class PoolControl:
         keys: RunKeys,
         pool_id: str,
         status_interval_s: float = 1.0,
-        status: Callable[[], dict[str, str | int | float]] | None = None,
         on_pause_change: Callable[[bool], None] | None = None,
     ) -> None:
         self.redis, self.keys, self.pool_id = redis, keys, pool_id
         self.status_interval_s = status_interval_s
-        self._status = status or dict
+        # Fields of the heartbeat besides heartbeat/paused; the pool sets it once assembled.
+        self.status: Callable[[], dict[str, str | int | float]] = dict
         self._on_change = on_pause_change
         self._running = asyncio.Event()
         self._running.set()
@@ -106,7 +106,7 @@ class PoolControl:
                 "heartbeat": now,
                 "paused": int(self.paused),
             }
-            fields.update(self._status())
+            fields.update(self.status())
             try:
                 async with self.redis.pipeline(transaction=False) as pipe:
                     pipe.hset(self.keys.pool_status(self.pool_id), mapping=fields)

@@ -8,7 +8,7 @@ import contextlib
 import logging
 import os
 import socket
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 import grpc
@@ -137,21 +137,14 @@ def build_actorpool(
     """Assemble a pool; call ``await pool.start()`` to listen (port 0 picks a free one)."""
     metrics = PoolMetrics.create(registry or CollectorRegistry())
     pool_id = pool_id or settings.pool_id or default_pool_id()
-    servicer_ref: list[ActorPoolServicer] = []
     batcher = DynamicBatcher(
-        policy,
-        max_batch_size=settings.max_batch_size,
-        timeout_s=settings.batch_timeout_s,
-        metrics=metrics,
-        waiting_streams=lambda: servicer_ref[0].waiting_streams(),
+        policy, max_batch_size=settings.max_batch_size, timeout_s=settings.batch_timeout_s, metrics=metrics
     )
-    status_ref: list[Callable[[], dict[str, str | int | float]]] = []
     control = PoolControl(
         redis=redis,
         keys=RunKeys(settings.run),
         pool_id=pool_id,
         status_interval_s=settings.status_interval_s,
-        status=lambda: status_ref[0]() if status_ref else {},
         on_pause_change=lambda paused: metrics.paused.set(int(paused)),
     )
     servicer = ActorPoolServicer(
@@ -169,7 +162,7 @@ def build_actorpool(
         metrics=metrics,
         max_clients=settings.max_clients,
     )
-    servicer_ref.append(servicer)
+    batcher.waiting_streams = servicer.waiting_streams
     tls = TlsFiles(settings.tls_cert, settings.tls_key) if settings.tls_cert and settings.tls_key else None
     token = settings.bearer_token()
     server = GrpcServer(
@@ -185,5 +178,5 @@ def build_actorpool(
     metrics.policy_version.set(policy.version)
     pool = ActorPool(settings, server, servicer, batcher, control, policy, sink, metrics, weight_updates)
     server.drain_hooks.append(pool.drain)
-    status_ref.append(pool.status)
+    control.status = pool.status
     return pool
