@@ -23,7 +23,7 @@ from impala.actorpool.control import PoolControl
 from impala.actorpool.metrics import PoolMetrics
 from impala.actorpool.policy import PolicyHolder
 from impala.actorpool.servicer import ActorPoolServicer
-from impala.actorpool.session import MALFORMED, SessionConfig
+from impala.actorpool.session import MALFORMED, PoolShared, SessionConfig
 from impala.actorpool.settings import ActorPoolSettings
 from impala.actorpool.sinks import RolloutSink
 from impala.actorpool.v1 import actorpool_pb2
@@ -88,7 +88,7 @@ class ActorPool:
 
     async def drain(self) -> None:
         """Stop accepting, let every stream ship its partial rollouts and end with UNAVAILABLE."""
-        self.servicer.draining.set()
+        self.servicer.pool.draining.set()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.servicer.idle.wait(), self.settings.drain_grace_s)
         log.info("drained", extra={"left": len(self.servicer.sessions)})
@@ -115,9 +115,9 @@ class ActorPool:
     def status(self) -> dict[str, str | int | float]:
         return {
             "clients": self.servicer.connected,
-            "env_steps": self.servicer.stats.env_steps,
-            "rollouts_produced": self.servicer.stats.rollouts_produced,
-            "rollouts_shed": self.servicer.stats.rollouts_shed,
+            "env_steps": self.servicer.pool.stats.env_steps,
+            "rollouts_produced": self.servicer.pool.stats.rollouts_produced,
+            "rollouts_shed": self.servicer.pool.stats.rollouts_shed,
             "policy_version": self.policy.version,
             "address": f"{self.settings.host}:{self.port}",
         }
@@ -147,7 +147,7 @@ def build_actorpool(
         status_interval_s=settings.status_interval_s,
         on_pause_change=lambda paused: metrics.paused.set(int(paused)),
     )
-    servicer = ActorPoolServicer(
+    shared = PoolShared(
         config=SessionConfig(
             unroll_length=settings.unroll_length,
             max_envs=settings.max_envs_per_client,
@@ -160,8 +160,8 @@ def build_actorpool(
         sink=sink,
         control=control,
         metrics=metrics,
-        max_clients=settings.max_clients,
     )
+    servicer = ActorPoolServicer(shared, max_clients=settings.max_clients)
     batcher.waiting_streams = servicer.waiting_streams
     tls = TlsFiles(settings.tls_cert, settings.tls_key) if settings.tls_cert and settings.tls_key else None
     token = settings.bearer_token()

@@ -8,58 +8,30 @@ from collections.abc import AsyncIterator
 
 import grpc
 
-from impala.actorpool.batcher import DynamicBatcher
-from impala.actorpool.control import PoolControl
 from impala.actorpool.errors import StreamError
-from impala.actorpool.metrics import PoolMetrics
-from impala.actorpool.session import Context, PoolStats, Session, SessionConfig
-from impala.actorpool.sinks import RolloutSink
+from impala.actorpool.session import Context, PoolShared, Session
 from impala.actorpool.v1 import actorpool_pb2, actorpool_pb2_grpc
-from impala.actorpool.validation import EnvSpec
 
 log = logging.getLogger(__name__)
 
 
 class ActorPoolServicer(actorpool_pb2_grpc.ActorPoolServicer):
-    def __init__(
-        self,
-        *,
-        config: SessionConfig,
-        spec: EnvSpec,
-        batcher: DynamicBatcher,
-        sink: RolloutSink,
-        control: PoolControl,
-        metrics: PoolMetrics,
-        max_clients: int,
-    ) -> None:
-        self.config, self.spec, self.batcher, self.sink = config, spec, batcher, sink
-        self.control, self.metrics, self.max_clients = control, metrics, max_clients
-        self.draining = asyncio.Event()
+    def __init__(self, pool: PoolShared, *, max_clients: int) -> None:
+        self.pool, self.max_clients = pool, max_clients
         self.sessions: set[Session] = set()
         self.idle = asyncio.Event()  # set while no stream is open
         self.idle.set()
         self.connected = 0
-        self.stats = PoolStats()
 
     async def Connect(  # type: ignore[override]  # noqa: N802  (reads and writes through the context)
         self, request_iterator: AsyncIterator[actorpool_pb2.EnvMessage], context: Context
     ) -> None:
-        if self.draining.is_set():
+        if self.pool.draining.is_set():
             await self._reject(context, StreamError(grpc.StatusCode.UNAVAILABLE, "draining", _DRAINING))
         if len(self.sessions) >= self.max_clients:
             message = f"pool is at its limit of {self.max_clients} client streams; retry with backoff"
             await self._reject(context, StreamError(grpc.StatusCode.RESOURCE_EXHAUSTED, "max_clients", message))
-        session = Session(
-            context,
-            config=self.config,
-            spec=self.spec,
-            batcher=self.batcher,
-            sink=self.sink,
-            control=self.control,
-            metrics=self.metrics,
-            draining=self.draining,
-            stats=self.stats,
-        )
+        session = Session(context, self.pool)
         self.sessions.add(session)
         self.idle.clear()
         # A client that half-closes and then cancels can leave context.read() waiting forever; when the
@@ -78,7 +50,7 @@ class ActorPoolServicer(actorpool_pb2_grpc.ActorPoolServicer):
             await session.handshake()
             handshaken = True
             self.connected += 1
-            self.metrics.connected_clients.inc()
+            self.pool.metrics.connected_clients.inc()
             log.info(
                 "client connected",
                 extra={"session": session.session_id, "envs": session.num_envs, "peer": context.peer()},
@@ -97,15 +69,15 @@ class ActorPoolServicer(actorpool_pb2_grpc.ActorPoolServicer):
                     self.idle.set()
                 if handshaken:
                     self.connected -= 1
-                    self.metrics.connected_clients.dec()
-        if error is None and self.draining.is_set():
+                    self.pool.metrics.connected_clients.dec()
+        if error is None and self.pool.draining.is_set():
             error = StreamError(grpc.StatusCode.UNAVAILABLE, "draining", _DRAINING)
         if error is not None:
             await self._reject(context, error, session.session_id)
         log.info("client disconnected", extra={"session": session.session_id})
 
     async def _reject(self, context: Context, error: StreamError, session_id: str = "") -> None:
-        self.metrics.rejected_streams.labels(code=error.code.name, reason=error.reason).inc()
+        self.pool.metrics.rejected_streams.labels(code=error.code.name, reason=error.reason).inc()
         if error.reason != "draining":
             log.warning(
                 "stream refused",

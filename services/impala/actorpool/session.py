@@ -12,7 +12,7 @@ import asyncio
 import logging
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
@@ -58,24 +58,23 @@ class SessionConfig:
     pool_id: str
 
 
+@dataclass(frozen=True)
+class PoolShared:
+    """What every stream of one pool shares; the servicer owns it."""
+
+    config: SessionConfig
+    spec: EnvSpec
+    batcher: DynamicBatcher
+    sink: RolloutSink
+    control: PoolControl
+    metrics: PoolMetrics
+    draining: asyncio.Event = field(default_factory=asyncio.Event)
+    stats: PoolStats = field(default_factory=PoolStats)
+
+
 class Session:
-    def __init__(
-        self,
-        context: Context,
-        *,
-        config: SessionConfig,
-        spec: EnvSpec,
-        batcher: DynamicBatcher,
-        sink: RolloutSink,
-        control: PoolControl,
-        metrics: PoolMetrics,
-        draining: asyncio.Event,
-        stats: PoolStats,
-    ) -> None:
-        self.context, self.config, self.spec = context, config, spec
-        self.batcher, self.sink, self.control, self.metrics = batcher, sink, control, metrics
-        self.draining = draining
-        self.stats = stats
+    def __init__(self, context: Context, pool: PoolShared) -> None:
+        self.context, self.pool = context, pool
         self.session_id = uuid.uuid4().hex[:16]
         self.num_envs = 0
         self.rollouts: StreamRollouts | None = None
@@ -83,42 +82,42 @@ class Session:
         self.last_values: npt.NDArray[np.float32] | None = None
 
     async def handshake(self) -> None:
-        msg = await self._read(self.config.handshake_timeout_s, "Hello")
+        msg = await self._read(self.pool.config.handshake_timeout_s, "Hello")
         if msg is None or msg.WhichOneof("kind") != "hello":
             raise unexpected("the first message of a stream must be Hello")
-        check_hello(msg.hello, self.spec, self.config.max_envs)
+        check_hello(msg.hello, self.pool.spec, self.pool.config.max_envs)
         E = self.num_envs = msg.hello.num_envs
-        policy = self.batcher.policy
+        policy = self.pool.batcher.policy
         self.state = policy.initial_state(E)
         self.rollouts = StreamRollouts(
-            unroll_length=self.config.unroll_length,
+            unroll_length=self.pool.config.unroll_length,
             num_envs=E,
-            observation_shape=self.spec.observation_shape,
-            observation_dtype=self.spec.observation_dtype,
-            num_actions=self.spec.num_actions,
+            observation_shape=self.pool.spec.observation_shape,
+            observation_dtype=self.pool.spec.observation_dtype,
+            num_actions=self.pool.spec.num_actions,
             state_shapes=policy.state_shapes,
-            producer_id=self.config.pool_id,
+            producer_id=self.pool.config.pool_id,
             session_id=self.session_id,
         )
         welcome = actorpool_pb2.Welcome(
             session_id=self.session_id,
-            unroll_length=self.config.unroll_length,
+            unroll_length=self.pool.config.unroll_length,
             policy_version=policy.version,
-            max_envs=self.config.max_envs,
+            max_envs=self.pool.config.max_envs,
         )
         await self.context.write(actorpool_pb2.AgentMessage(welcome=welcome))
 
     async def run(self) -> None:
         """Serve steps until the client closes the stream or the pool drains."""
         first = True
-        while not self.draining.is_set():
-            msg = await self._read(self.config.idle_timeout_s, "Step")
+        while not self.pool.draining.is_set():
+            msg = await self._read(self.pool.config.idle_timeout_s, "Step")
             if msg is None:
                 return
             received = time.perf_counter()
             if msg.WhichOneof("kind") != "step":
                 raise unexpected("Hello may be sent only once, as the first message")
-            step = check_step(msg.step, self.spec, self.num_envs, first=first)
+            step = check_step(msg.step, self.pool.spec, self.num_envs, first=first)
             state_in = self._reset(self.state, step.ended)  # the core state where episodes (re)start
             try:
                 result = await self._infer(step, state_in)
@@ -129,14 +128,14 @@ class Session:
                 raise
             await self._record(step, result, state_in, first)
             first = False
-            if self.draining.is_set():
+            if self.pool.draining.is_set():
                 return  # recorded; the stream ends with UNAVAILABLE instead of a reply
-            await self.control.wait_running()
+            await self.pool.control.wait_running()
             reply = actorpool_pb2.Actions(
                 actions=tensors.encode(result.action[: self.num_envs]), policy_version=result.version
             )
             await self.context.write(actorpool_pb2.AgentMessage(actions=reply))
-            self.metrics.action_latency.observe(time.perf_counter() - received)
+            self.pool.metrics.action_latency.observe(time.perf_counter() - received)
 
     async def finish(self) -> None:
         """Ship every slot's partial rollout (truncated at the last observation)."""
@@ -171,7 +170,7 @@ class Session:
             obs = np.concatenate([obs, step.final_observation[pick]])
             done = np.concatenate([done, np.zeros(len(truncated_rows), dtype=np.bool_)])
             state = tuple(np.concatenate([s, old[truncated_rows]]) for s, old in zip(state, self.state, strict=True))
-        result = await self.batcher.infer(obs, done, state)
+        result = await self.pool.batcher.infer(obs, done, state)
         assert result.action.shape[0] >= E
         return result
 
@@ -184,8 +183,8 @@ class Session:
             payloads = self.rollouts.transition(
                 step.reward, step.terminated, step.truncated, bootstrap, step.observation
             )
-            self.metrics.env_steps.inc(E)
-            self.stats.env_steps += E
+            self.pool.metrics.env_steps.inc(E)
+            self.pool.stats.env_steps += E
             await self._ship(payloads, partial=False)
         self.rollouts.act(step.observation, result.action[:E], result.logits[:E], result.version, state_in)
         self.state = tuple(s[:E] for s in result.state)
@@ -201,7 +200,7 @@ class Session:
         if not payloads:
             return
         try:
-            stored = await self.sink.put_many(payloads)
+            stored = await self.pool.sink.put_many(payloads)
         except ProducerClosedError:
             # The pool is shutting down while the buffer is full: these never reach Redis. Say so.
             stored = 0
@@ -209,8 +208,8 @@ class Session:
                 "rollouts lost at shutdown: buffer full",
                 extra={"session": self.session_id, "rollouts": len(payloads), "partial": partial},
             )
-        self.metrics.rollouts_produced.labels(partial=str(partial).lower()).inc(stored)
-        self.stats.rollouts_produced += stored
+        self.pool.metrics.rollouts_produced.labels(partial=str(partial).lower()).inc(stored)
+        self.pool.stats.rollouts_produced += stored
         if stored < len(payloads):
-            self.stats.rollouts_shed += len(payloads) - stored
-            self.metrics.rollouts_shed.inc(len(payloads) - stored)
+            self.pool.stats.rollouts_shed += len(payloads) - stored
+            self.pool.metrics.rollouts_shed.inc(len(payloads) - stored)
