@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from impala.core.processes import kill_group, stop_group
+from impala.core.processes import kill_group, proc_stat, stop_group
 
 T = TypeVar("T")
 ENV_ID = "CartPole-v1"
@@ -36,18 +36,9 @@ def wait_for(
         time.sleep(0.1)
 
 
-def _stat(pid: int) -> list[str] | None:
-    """Fields of /proc/<pid>/stat after the command name: state, ppid, pgrp, ..."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return text[text.rindex(")") + 2 :].split()
-
-
 def alive(pid: int) -> bool:
     """True while ``pid`` is a running (not zombie) process."""
-    fields = _stat(pid)
+    fields = proc_stat(pid)
     return fields is not None and fields[0] not in ("Z", "X")
 
 
@@ -57,7 +48,7 @@ def group_members(pgids: Sequence[int]) -> dict[int, list[int]]:
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
-        fields = _stat(int(entry.name))
+        fields = proc_stat(int(entry.name))
         if fields is not None and int(fields[2]) in wanted and fields[0] not in ("Z", "X"):
             found.setdefault(int(fields[2]), []).append(int(entry.name))
     return found

@@ -23,6 +23,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from impala.core.processes import proc_stat
+
 log = logging.getLogger(__name__)
 
 Launcher = Callable[[], "subprocess.Popen[bytes]"]
@@ -256,21 +258,12 @@ def _members(pgid: int) -> list[int]:
     members = []
     for entry in proc.iterdir():
         if entry.name.isdigit():
-            fields = _stat_fields(int(entry.name))
+            fields = proc_stat(int(entry.name))
             if fields is not None and int(fields[2]) == pgid:
                 members.append(int(entry.name))
     return members
 
 
 def _state(pid: int) -> str:
-    fields = _stat_fields(pid)
+    fields = proc_stat(pid)
     return fields[0] if fields is not None else ""
-
-
-def _stat_fields(pid: int) -> list[str] | None:
-    """Fields of /proc/<pid>/stat after the command name: state, ppid, pgrp, ..."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return text[text.rindex(")") + 2 :].split()
