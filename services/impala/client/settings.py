@@ -5,11 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Self
 
-from pydantic import Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, model_validator
+from pydantic_settings import SettingsConfigDict
+
+from impala.core.settings import BearerToken
 
 
-class ClientSettings(BaseSettings):
+class ClientSettings(BearerToken):
     """A Gymnasium vector env dialing into an ActorPool."""
 
     model_config = SettingsConfigDict(env_prefix="IMPALA_", extra="forbid", frozen=True)
@@ -17,8 +19,6 @@ class ClientSettings(BaseSettings):
     address: str = Field("127.0.0.1:50051", description="host:port of the ActorPool ingress.")
     env: str = Field("CartPole-v1", description="Gymnasium environment id.")
     num_envs: int = Field(16, ge=1, le=65_536, description="Envs stepped in lockstep per stream.")
-    token: SecretStr = Field(SecretStr(""), description="Bearer token.")
-    token_file: Path | None = Field(None, description="File holding the bearer token.")
     tls_ca: Path | None = Field(None, description="PEM CA bundle; enables TLS.")
     reconnect_on_reset: bool = Field(
         False,
@@ -38,16 +38,8 @@ class ClientSettings(BaseSettings):
 
     @model_validator(mode="after")
     def _check(self) -> Self:
-        if self.token_file is not None and not self.token_file.is_file():
-            raise ValueError(f"token_file {self.token_file} does not exist")
         if self.tls_ca is not None and not self.tls_ca.is_file():
             raise ValueError(f"tls_ca {self.tls_ca} does not exist")
         if self.backoff_base_s > self.backoff_max_s:
             raise ValueError("backoff_base_s must not exceed backoff_max_s")
         return self
-
-    def bearer_token(self) -> str:
-        """The token to send ('' for none); token_file wins over token."""
-        if self.token_file is not None:
-            return self.token_file.read_text().strip()
-        return self.token.get_secret_value()

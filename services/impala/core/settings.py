@@ -56,26 +56,37 @@ def _mask_url_password(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
-class TokenSettings(ServiceSettings):
+class BearerToken(BaseSettings):
+    """A bearer token from a value or a file: checked by the servers, sent by the env client."""
+
+    model_config = ServiceSettings.model_config
+
+    token: SecretStr = Field(SecretStr(""), description="Bearer token (servers require it, clients send it).")
+    token_file: Path | None = Field(None, description="File holding the bearer token (wins over token).")
+
+    @model_validator(mode="after")
+    def _token_file_exists(self) -> Self:
+        if self.token_file is not None and not self.token_file.is_file():
+            raise ValueError(f"token_file {self.token_file} does not exist")
+        return self
+
+    def bearer_token(self) -> str:
+        """The configured token ('' when none is set); token_file wins over token."""
+        if self.token_file is not None:
+            return self.token_file.read_text().strip()
+        return self.token.get_secret_value()
+
+
+class TokenSettings(ServiceSettings, BearerToken):
     """Bearer-token authentication shared by the gRPC ingress and the control API."""
 
-    token: SecretStr = Field(SecretStr(""), description="Bearer token clients must present.")
-    token_file: Path | None = Field(None, description="File holding the bearer token (wins over token).")
     insecure: bool = Field(False, description="Allow running without any token. Never in production.")
 
     @model_validator(mode="after")
     def _token_or_insecure(self) -> Self:
-        if self.token_file is not None and not self.token_file.is_file():
-            raise ValueError(f"token_file {self.token_file} does not exist")
         if not self.insecure and not self.bearer_token():
             raise ValueError("no token configured: set token or token_file, or pass insecure=true explicitly")
         return self
-
-    def bearer_token(self) -> str:
-        """The configured token ('' when insecure and none is set)."""
-        if self.token_file is not None:
-            return self.token_file.read_text().strip()
-        return self.token.get_secret_value()
 
 
 class ModelSettings(BaseSettings):
