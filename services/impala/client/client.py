@@ -161,7 +161,7 @@ class EnvClient:
         watchdog = asyncio.ensure_future(self._cancel_after_stop(call))
         try:
             envs, num_actions = self.batch.num_envs, self.batch.num_actions
-            await call.write(wire.hello(self.config.name, envs, obs, num_actions))
+            await self._write(call, wire.hello(self.config.name, envs, obs, num_actions))
             reply = await self._read(call)
             if reply is None:  # stopped while dialing
                 return None
@@ -173,7 +173,7 @@ class EnvClient:
             )
             message, next_obs, closing = wire.first_step(obs), None, False
             while True:
-                await call.write(message)
+                await self._write(call, message)
                 reply = await self._read(call)
                 if reply is None:  # stop grace ran out while the pool held its reply
                     return None
@@ -192,6 +192,15 @@ class EnvClient:
         finally:
             watchdog.cancel()
             call.cancel()
+
+    async def _write(self, call: Call, message: actorpool_pb2.EnvMessage) -> None:
+        try:
+            await call.write(message)
+        except asyncio.InvalidStateError:
+            # The pool already ended the stream (e.g. refused the token before reading Hello): its status,
+            # not the failed write, decides whether to retry.
+            await self._raise_status(call)
+            raise
 
     async def _read(self, call: Call) -> actorpool_pb2.AgentMessage | None:
         """The next reply; None when the stop watchdog cancelled the call."""
