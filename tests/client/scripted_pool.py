@@ -4,6 +4,7 @@ clients send and answers with chosen statuses; and a deterministic ``Simulator``
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -54,6 +55,10 @@ class ScriptedPool(actorpool_pb2_grpc.ActorPoolServicer):
         self.streams.append(record)
         if self.refusals:
             code, message = self.refusals.pop(0)
+            # Like the real pool's auth: read the Hello first, so the client's write never races the status
+            # (a write landing on an already-ended stream can surface as INTERNAL on the client).
+            with contextlib.suppress(StopAsyncIteration, TimeoutError):
+                await asyncio.wait_for(anext(aiter(request_iterator)), 2.0)
             await context.abort(code, message)
         num_envs, steps = 0, 0
         async for msg in request_iterator:

@@ -9,10 +9,11 @@ Pattern after the gRPC examples ``health_checking`` and ``graceful_shutdown``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import logging
 import signal
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 log = logging.getLogger(__name__)
 
 HEALTH_SERVICE = "grpc.health.v1.Health"
+FIRST_MESSAGE_WAIT_S = 2.0  # how long a refused stream waits for the client's first message
 
 
 @dataclass(frozen=True)
@@ -64,7 +66,11 @@ class BearerAuth(grpc.aio.ServerInterceptor):
 
 
 def _deny(reason: str) -> grpc.RpcMethodHandler[Any, Any]:
-    async def abort_stream(_request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+    async def abort_stream(requests: AsyncIterator[Any], context: grpc.aio.ServicerContext[Any, Any]) -> None:
+        # Read the client's first message before refusing: a client write landing on an already-ended
+        # stream can surface as INTERNAL instead of this status, and the client would retry.
+        with contextlib.suppress(StopAsyncIteration, TimeoutError, grpc.aio.AioRpcError):
+            await asyncio.wait_for(anext(aiter(requests)), FIRST_MESSAGE_WAIT_S)
         await context.abort(grpc.StatusCode.UNAUTHENTICATED, f"{reason}: send metadata 'authorization: Bearer <token>'")
 
     return grpc.stream_stream_rpc_method_handler(abort_stream)
