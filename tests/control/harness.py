@@ -63,6 +63,11 @@ class FakeLearner(threading.Thread):
         self.served: list[str] = []
         self._halt = threading.Event()
 
+    def start(self) -> None:
+        """Beat once before the thread runs, so a request made right after ``start()`` finds a live learner."""
+        write_learner_status(self.client, learner_step=100)
+        super().start()
+
     def run(self) -> None:
         last = "0"
         while not self._halt.is_set():

@@ -118,7 +118,9 @@ def test_wait_gives_up_when_the_learner_dies(make_api: ApiFactory, redis_client:
 def test_list_is_newest_first_and_tolerates_a_corrupt_record(
     api: httpx.Client, learner: FakeLearner, redis_client: redis.Redis
 ) -> None:
-    ids = [api.post("/v1/checkpoints?wait=true").json()["id"] for _ in range(3)]
+    responses = [api.post("/v1/checkpoints?wait=true") for _ in range(3)]
+    assert [r.status_code for r in responses] == [201] * 3, [r.text for r in responses]
+    ids = [r.json()["id"] for r in responses]
     redis_client.hset(KEYS.checkpoints, "corrupt", "{not json")
     listed = api.get("/v1/checkpoints").json()["checkpoints"]
     by_id = {c["id"]: c for c in listed}
