@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -18,17 +17,10 @@ from impala.core.redis_keys import RunKeys
 from impala.core.redis_server import RedisServer, free_port
 from impala.core.rollouts import from_proto
 from impala.rollout.v1 import rollout_pb2
+from tests.support import wait_for
 
 T = 10_000  # no rollout fills before the drain: each env slot must ship a partial one
 pytestmark = pytest.mark.slow
-
-
-def wait_for(predicate: Callable[[], bool], timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
-        time.sleep(0.1)
 
 
 @pytest.fixture
@@ -84,16 +76,22 @@ def test_sigterm_drains_partials_and_client_moves_to_second_pool(
         value = redis_client.hget(keys.pool_status(pool_id), "clients")
         return int(value or 0)
 
-    wait_for(lambda: redis_client.zcard(keys.pools) == 2, 60, "both pools to report")
+    wait_for(lambda: redis_client.zcard(keys.pools) == 2, timeout_s=60, what="both pools to report")
     targets = ",".join(f"127.0.0.1:{p}" for p in ports)
     procs("env", "env", "--address", f"ipv4:{targets}", "--num-envs", "4", "--backoff-max-s", "1")
-    wait_for(lambda: clients("pool-0") == 1, 60, "the client on pool-0")
-    wait_for(lambda: int(redis_client.hget(keys.pool_status("pool-0"), "env_steps") or 0) > 100, 60, "traffic")
+    wait_for(lambda: clients("pool-0") == 1, timeout_s=60, what="the client on pool-0")
+    wait_for(
+        lambda: int(redis_client.hget(keys.pool_status("pool-0"), "env_steps") or 0) > 100, timeout_s=60, what="traffic"
+    )
 
     pools[0].send_signal(signal.SIGTERM)
     assert pools[0].wait(30) == 0
-    wait_for(lambda: clients("pool-1") == 1, 30, "the client to reconnect to pool-1")
-    wait_for(lambda: int(redis_client.hget(keys.pool_status("pool-1"), "env_steps") or 0) > 100, 60, "pool-1 traffic")
+    wait_for(lambda: clients("pool-1") == 1, timeout_s=30, what="the client to reconnect to pool-1")
+    wait_for(
+        lambda: int(redis_client.hget(keys.pool_status("pool-1"), "env_steps") or 0) > 100,
+        timeout_s=60,
+        what="pool-1 traffic",
+    )
 
     env_proc, second = procs.started[-1], pools[1]  # type: ignore[attr-defined]
     env_proc.send_signal(signal.SIGTERM)

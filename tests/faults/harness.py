@@ -7,8 +7,7 @@ import json
 import os
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -17,23 +16,6 @@ from impala.core.processes import kill_group, proc_stat, stop_group
 
 T = TypeVar("T")
 ENV_ID = "CartPole-v1"
-
-
-def wait_for(
-    what: str, predicate: Callable[[], T | None], timeout_s: float, *, guard: Callable[[], None] | None = None
-) -> T:
-    """Poll ``predicate`` until it returns something truthy (returned). ``guard`` raises when the
-    system under test died meanwhile, so a crash fails at once instead of at the deadline."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if guard is not None:
-            guard()
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s:g} s waiting for {what}")
-        time.sleep(0.1)
 
 
 def alive(pid: int) -> bool:

@@ -19,9 +19,10 @@ import redis
 
 from impala.core.processes import stop_group
 from impala.core.redis_keys import RunKeys
+from tests.support import wait_for
 
 from .accounting import Ledger, read_ledger, stream_steps
-from .harness import Service, alive, child_env, start_env_client, wait_for
+from .harness import Service, alive, child_env, start_env_client
 
 
 @dataclass(frozen=True)
@@ -47,7 +48,7 @@ class LocalStack:
                 argv, stdout=out, stderr=subprocess.STDOUT, env=child_env(), start_new_session=True
             )
         endpoints = self.run_dir / "endpoints.json"
-        wait_for("endpoints.json", endpoints.exists, 120, guard=self.guard)
+        wait_for(endpoints.exists, timeout_s=120, what="endpoints.json", guard=self.guard)
         self.endpoints: dict[str, Any] = json.loads(endpoints.read_text())
         self.keys = RunKeys(self.endpoints["run"])
         self.redis = redis.Redis.from_url(self.endpoints["redis_url"], socket_timeout=5.0)
@@ -65,7 +66,7 @@ class LocalStack:
             raise AssertionError(f"impala local exited with {self.proc.returncode}:\n{tail}")
 
     def wait(self, what: str, predicate: Callable[[], Any], timeout_s: float = 60.0) -> Any:
-        return wait_for(what, predicate, timeout_s, guard=self.guard)
+        return wait_for(predicate, timeout_s=timeout_s, what=what, guard=self.guard)
 
     def pids(self) -> dict[str, int]:
         """PIDs of the services as the supervisor last wrote them (it rewrites them on every restart)."""

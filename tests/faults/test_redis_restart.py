@@ -16,9 +16,10 @@ import redis
 
 from impala.core.redis_keys import RunKeys
 from impala.core.redis_server import RedisServer, free_port
+from tests.support import wait_for
 
 from .accounting import TABLE, Row, read_ledger
-from .harness import ENV_ID, Service, start_env_client, wait_for
+from .harness import ENV_ID, Service, start_env_client
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -103,7 +104,7 @@ class DepthSampler(threading.Thread):
 
 def test_redis_kill9_and_restart_with_aof(stack: Stack) -> None:
     pool, learner = KEYS.pool_status("pool-0"), KEYS.learner_status
-    wait_for("learning", lambda: stack.hash_int(learner, "learner_step") >= 10, 120, guard=stack.guard)
+    wait_for(lambda: stack.hash_int(learner, "learner_step") >= 10, timeout_s=120, what="learning", guard=stack.guard)
     before = read_ledger(stack.redis, KEYS)
     assert before.lost == 0, before
     step, env_steps = stack.hash_int(learner, "learner_step"), stack.hash_int(pool, "env_steps")
@@ -117,15 +118,27 @@ def test_redis_kill9_and_restart_with_aof(stack: Stack) -> None:
         time.sleep(OUTAGE_S)  # every service hits the outage and retries with backoff
         stack.guard()
         stack.server.start()
-        wait_for("learning after the restart", lambda: stack.hash_int(learner, "learner_step") >= step + 10, 120,
-                 guard=stack.guard)  # fmt: skip
-        wait_for("acting after the restart", lambda: stack.hash_int(pool, "env_steps") >= env_steps + 2000, 60,
-                 guard=stack.guard)  # fmt: skip
+        wait_for(
+            lambda: stack.hash_int(learner, "learner_step") >= step + 10,
+            timeout_s=120,
+            what="learning after the restart",
+            guard=stack.guard,
+        )
+        wait_for(
+            lambda: stack.hash_int(pool, "env_steps") >= env_steps + 2000,
+            timeout_s=60,
+            what="acting after the restart",
+            guard=stack.guard,
+        )
         # The weight service's Redis mirror reconnected too: it stores versions published after the outage.
-        wait_for("weights stored again", lambda: stack.hash_int(KEYS.weights, "version") > stored_version + 10, 60,
-                 guard=stack.guard)  # fmt: skip
+        wait_for(
+            lambda: stack.hash_int(KEYS.weights, "version") > stored_version + 10,
+            timeout_s=60,
+            what="weights stored again",
+            guard=stack.guard,
+        )
         with httpx.Client(base_url=stack.control_url, timeout=10.0) as http:
-            assert wait_for("the control API", lambda: http.get("/readyz").status_code == 200, 30)
+            assert wait_for(lambda: http.get("/readyz").status_code == 200, timeout_s=30, what="the control API")
             assert http.get("/v1/status").json()["learner_alive"] is True
     finally:
         sampler.done.set()

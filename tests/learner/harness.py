@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
@@ -95,18 +95,6 @@ def running(settings: LearnerSettings) -> Iterator[tuple[Learner, CollectorRegis
         stop.set()
         thread.join(30)
         assert not thread.is_alive(), "learner did not stop"
-
-
-def wait_for(probe: Callable[[], V], done: Callable[[V], bool] = bool, timeout_s: float = 30.0) -> V:
-    """Poll ``probe`` until ``done(value)``; fail with the last value after ``timeout_s``."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = probe()
-        if done(value):
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not reached; last value: {value!r}")
-        time.sleep(0.02)
 
 
 def status(client: redis.Redis) -> dict[str, str]:

@@ -14,6 +14,7 @@ from impala.core.redis_keys import LEARNER_GROUP
 from impala.core.redis_server import RedisServer
 from impala.core.rollouts import from_proto, to_proto
 from impala.rollout.v1 import rollout_pb2
+from tests.support import wait_for
 
 from .harness import (
     KEYS,
@@ -27,7 +28,6 @@ from .harness import (
     running,
     sample,
     status,
-    wait_for,
 )
 
 

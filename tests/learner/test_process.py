@@ -17,6 +17,7 @@ import torch
 from impala.core.checkpoints import latest_checkpoint, load_checkpoint
 from impala.core.redis_keys import LEARNER_GROUP
 from impala.core.redis_server import RedisServer
+from tests.support import wait_for
 
 from .harness import (
     KEYS,
@@ -28,7 +29,6 @@ from .harness import (
     request_checkpoint,
     rollout,
     status,
-    wait_for,
 )
 
 

@@ -18,8 +18,9 @@ from impala.core.state_codec import decode_state
 from impala.weights.publisher import WeightPublisher
 from impala.weights.server import WeightService, build_weight_service
 from impala.weights.settings import WeightsSettings
+from tests.support import wait_for
 
-from .harness import HIDDEN, KEYS, RUN, learner_settings, produce, rollout, running, sample, wait_for
+from .harness import HIDDEN, KEYS, RUN, learner_settings, produce, rollout, running, sample
 
 
 @contextmanager

@@ -4,24 +4,16 @@ from __future__ import annotations
 
 import os
 import signal
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from impala.local.supervisor import Launcher, RestartEvent, Supervisor, spawn
+from tests.support import wait_for
 
 
 def _sh(script: str, log: Path) -> Launcher:
     return lambda: spawn(["/bin/sh", "-c", script], dict(os.environ), log)
-
-
-def _wait_for(predicate: Callable[[], bool], timeout_s: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not reached"
-        time.sleep(0.02)
 
 
 def _children_of(pid: int) -> list[int]:
@@ -44,7 +36,7 @@ def test_killed_child_is_restarted_and_counted(tmp_path: Path) -> None:
     log = tmp_path / "svc.log"
     first_pid = child.pid
     assert first_pid is not None
-    _wait_for(lambda: "up" in log.read_text())
+    wait_for(lambda: "up" in log.read_text())
     os.kill(first_pid, signal.SIGKILL)
     events: list[RestartEvent] = []
 
@@ -52,13 +44,13 @@ def test_killed_child_is_restarted_and_counted(tmp_path: Path) -> None:
         events.extend(sup.poll())
         return any(e.restarted for e in events)
 
-    _wait_for(restarted)
+    wait_for(restarted)
     assert sup.restarts() == {"svc": 1}
     assert child.last_exit == -signal.SIGKILL
     assert child.pid != first_pid
     assert child.alive()
     assert [e.restarted for e in events] == [False, True]
-    _wait_for(lambda: log.read_text().count("up") == 2)  # both lives log to the same file
+    wait_for(lambda: log.read_text().count("up") == 2)  # both lives log to the same file
     sup.stop()
     assert not child.alive()  # both lives logged to the same file
 
@@ -102,7 +94,7 @@ def test_stop_follows_stages_and_leaves_no_orphans(tmp_path: Path) -> None:
         # Each service has a helper process (like a vector-env worker) and logs when SIGTERM arrives.
         script = f"sleep 60 & trap 'echo {name} >> {order}; exit 0' TERM; while :; do sleep 0.05; done"
         sup.start(name, _sh(script, tmp_path / f"{name}.log"), stop_timeout_s=5.0)
-    _wait_for(lambda: all(_children_of(c.pid or 0) for c in sup.children.values()))
+    wait_for(lambda: all(_children_of(c.pid or 0) for c in sup.children.values()))
     helpers = {name: _children_of(c.pid or 0) for name, c in sup.children.items()}
     codes = sup.stop([["client"], ["pool"], ["learner"]])
     assert order.read_text().split() == ["client", "pool", "learner", "redis"]
@@ -117,7 +109,7 @@ def test_stop_follows_stages_and_leaves_no_orphans(tmp_path: Path) -> None:
 def test_child_ignoring_sigterm_is_killed_after_its_timeout(tmp_path: Path) -> None:
     sup = Supervisor()
     child = sup.start("stubborn", _sh("trap '' TERM; sleep 60 & wait", tmp_path / "s.log"), stop_timeout_s=0.3)
-    _wait_for(lambda: bool(_children_of(child.pid or 0)))
+    wait_for(lambda: bool(_children_of(child.pid or 0)))
     codes = sup.stop()
     assert codes["stubborn"] == -signal.SIGKILL
     assert sup.leftovers() == []
@@ -139,11 +131,11 @@ def test_children_die_with_the_supervisor(tmp_path: Path) -> None:
         "time.sleep(60)\n"
     )
     parent = subprocess.Popen([sys.executable, "-c", code])
-    _wait_for(lambda: pid_file.exists() and pid_file.read_text() != "")
+    wait_for(lambda: pid_file.exists() and pid_file.read_text() != "")
     child_pid = int(pid_file.read_text())
     parent.kill()
     parent.wait()
-    _wait_for(lambda: not Path(f"/proc/{child_pid}").exists() or "Z" in Path(f"/proc/{child_pid}/stat").read_text())
+    wait_for(lambda: not Path(f"/proc/{child_pid}").exists() or "Z" in Path(f"/proc/{child_pid}/stat").read_text())
 
 
 @pytest.mark.parametrize("name", ["svc"])
