@@ -4,7 +4,6 @@ clients send and answers with chosen statuses; and a deterministic ``Simulator``
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -16,6 +15,7 @@ import numpy.typing as npt
 
 from impala.actorpool.v1 import actorpool_pb2, actorpool_pb2_grpc
 from impala.core import tensors
+from impala.core.grpc_server import refuse_stream
 
 Context = grpc.aio.ServicerContext[actorpool_pb2.EnvMessage, actorpool_pb2.AgentMessage]
 
@@ -55,11 +55,7 @@ class ScriptedPool(actorpool_pb2_grpc.ActorPoolServicer):
         self.streams.append(record)
         if self.refusals:
             code, message = self.refusals.pop(0)
-            # Like the real pool's auth: read the Hello first, so the client's write never races the status
-            # (a write landing on an already-ended stream can surface as INTERNAL on the client).
-            with contextlib.suppress(StopAsyncIteration, TimeoutError):
-                await asyncio.wait_for(anext(aiter(request_iterator)), 2.0)
-            await context.abort(code, message)
+            await refuse_stream(request_iterator, context, code, message)  # as the real pool's auth does
         num_envs, steps = 0, 0
         async for msg in request_iterator:
             record.messages.append(msg)

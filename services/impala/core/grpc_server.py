@@ -65,13 +65,21 @@ class BearerAuth(grpc.aio.ServerInterceptor):
         return _deny(reason)
 
 
+async def refuse_stream(
+    requests: AsyncIterator[Any], context: grpc.aio.ServicerContext[Any, Any], code: grpc.StatusCode, details: str
+) -> None:
+    """End a bidirectional stream with ``code`` after reading the client's first message (at most
+    ``FIRST_MESSAGE_WAIT_S``): a client write landing on an already-ended stream can surface as INTERNAL
+    instead of ``code``, and the client would retry what it should not."""
+    with contextlib.suppress(StopAsyncIteration, TimeoutError, grpc.aio.AioRpcError):
+        await asyncio.wait_for(anext(requests), FIRST_MESSAGE_WAIT_S)
+    await context.abort(code, details)
+
+
 def _deny(reason: str) -> grpc.RpcMethodHandler[Any, Any]:
     async def abort_stream(requests: AsyncIterator[Any], context: grpc.aio.ServicerContext[Any, Any]) -> None:
-        # Read the client's first message before refusing: a client write landing on an already-ended
-        # stream can surface as INTERNAL instead of this status, and the client would retry.
-        with contextlib.suppress(StopAsyncIteration, TimeoutError, grpc.aio.AioRpcError):
-            await asyncio.wait_for(anext(aiter(requests)), FIRST_MESSAGE_WAIT_S)
-        await context.abort(grpc.StatusCode.UNAUTHENTICATED, f"{reason}: send metadata 'authorization: Bearer <token>'")
+        details = f"{reason}: send metadata 'authorization: Bearer <token>'"
+        await refuse_stream(requests, context, grpc.StatusCode.UNAUTHENTICATED, details)
 
     return grpc.stream_stream_rpc_method_handler(abort_stream)
 
