@@ -21,7 +21,7 @@ from torch import Tensor
 
 from impala.core.rollouts import RolloutRecord
 
-_TIME_FIELDS = (
+TIME_FIELDS = (
     "observation",
     "action",
     "behaviour_logits",
@@ -32,6 +32,7 @@ _TIME_FIELDS = (
     "mask",
     "policy_versions",
 )
+TENSOR_FIELDS = (*TIME_FIELDS, "length")  # every per-batch tensor except the recurrent state
 
 
 @dataclass
@@ -75,7 +76,7 @@ def collate(records: Sequence[RolloutRecord], device: torch.device | str, out: B
         out._copied.synchronize()
     _fill(host, records)
     if host is not out:
-        for name in (*_TIME_FIELDS, "length"):
+        for name in TENSOR_FIELDS:
             getattr(out, name).copy_(getattr(host, name), non_blocking=True)
         for dst, src in zip(out.initial_core_state, host.initial_core_state, strict=True):
             dst.copy_(src, non_blocking=True)
@@ -87,7 +88,7 @@ def collate(records: Sequence[RolloutRecord], device: torch.device | str, out: B
 
 
 def _fill(host: Batch, records: Sequence[RolloutRecord]) -> None:
-    for name in _TIME_FIELDS:
+    for name in TIME_FIELDS:
         view = getattr(host, name).numpy()
         for b, rec in enumerate(records):
             view[:, b] = getattr(rec, name)
@@ -112,7 +113,7 @@ def _allocate(records: Sequence[RolloutRecord], device: torch.device) -> Batch:
         first, size = records[0], len(records)
         time: dict[str, Any] = {
             name: empty(_stacked_shape(getattr(first, name), size), getattr(first, name).dtype, on)
-            for name in _TIME_FIELDS
+            for name in TIME_FIELDS
         }
         states = tuple(empty((size, *s.shape), np.dtype(np.float32), on) for s in first.initial_core_state)
         return Batch(**time, length=empty((size,), np.dtype(np.int64), on), initial_core_state=states)
@@ -139,7 +140,7 @@ def _fits(out: Batch, records: Sequence[RolloutRecord], device: torch.device) ->
     if not records or out.length.shape[0] != len(records):
         return False
     first = records[0]
-    for name in _TIME_FIELDS:
+    for name in TIME_FIELDS:
         tensor, array = getattr(out, name), getattr(first, name)
         if tuple(tensor.shape) != _stacked_shape(array, len(records)) or tensor.dtype != _torch_dtype(array.dtype):
             return False

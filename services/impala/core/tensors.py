@@ -6,6 +6,7 @@ This module is torch-free so that the control API and weight service images can 
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 
@@ -26,7 +27,8 @@ _TO_NUMPY: dict[int, np.dtype[np.generic]] = {
     tensor_pb2.DTYPE_FLOAT64: np.dtype("<f8"),
     tensor_pb2.DTYPE_BOOL: np.dtype("bool"),
 }
-_FROM_NUMPY: dict[np.dtype[np.generic], int] = {v.newbyteorder("="): k for k, v in _TO_NUMPY.items()}
+_NATIVE: dict[int, np.dtype[np.generic]] = {k: v.newbyteorder("=") for k, v in _TO_NUMPY.items()}
+_FROM_NUMPY: dict[np.dtype[np.generic], int] = {v: k for k, v in _NATIVE.items()}
 
 
 class TensorError(ValueError):
@@ -89,14 +91,12 @@ def decode(
     any mismatch raises ``TensorError`` naming ``name`` and both values.
     """
     np_dtype = numpy_dtype(msg.dtype)
-    if dtype is not None and np.dtype(dtype).newbyteorder("=") != np_dtype.newbyteorder("="):
+    if dtype is not None and _native(dtype) != _NATIVE[msg.dtype]:
         raise TensorError(f"{name}: dtype is {_dtype_name(msg.dtype)}, expected {np.dtype(dtype)}")
-    dims = tuple(int(d) for d in msg.shape)
-    if any(d < 0 for d in dims):
+    dims = tuple(msg.shape)
+    if dims and min(dims) < 0:
         raise TensorError(f"{name}: negative dimension in shape {list(dims)}")
-    if shape is not None and (
-        len(shape) != len(dims) or any(want not in (-1, got) for want, got in zip(shape, dims, strict=True))
-    ):
+    if shape is not None and not _shape_matches(shape, dims):
         raise TensorError(f"{name}: shape is {list(dims)}, expected {list(shape)}")
     expected = math.prod(dims) * np_dtype.itemsize
     data = msg.data  # read once: with upb every access of a bytes field copies it
@@ -106,6 +106,23 @@ def decode(
             f"needs {expected} bytes"
         )
     return np.frombuffer(data, dtype=np_dtype).reshape(dims)
+
+
+def _shape_matches(want: Sequence[int], got: tuple[int, ...]) -> bool:
+    return len(want) == len(got) and all(w == g or w == -1 for w, g in zip(want, got, strict=True))
+
+
+def _native(dtype: npt.DTypeLike) -> np.dtype[np.generic]:
+    """``dtype`` in native byte order (cached: ``decode`` runs per field of every message)."""
+    try:
+        return _native_cached(dtype)  # type: ignore[arg-type]
+    except TypeError:  # unhashable, e.g. a structured dtype given as a list
+        return np.dtype(dtype).newbyteorder("=")
+
+
+@functools.lru_cache(maxsize=64)
+def _native_cached(dtype: npt.DTypeLike) -> np.dtype[np.generic]:
+    return np.dtype(dtype).newbyteorder("=")
 
 
 def spec(dtype: npt.DTypeLike, shape: Sequence[int]) -> tensor_pb2.TensorSpec:

@@ -40,3 +40,22 @@ def rollout_decoder(spec: ModelSpec, unroll_length: int) -> Callable[[bytes], Ro
         return record
 
     return decode
+
+
+def blank_record(spec: ModelSpec, unroll_length: int) -> RolloutRecord:
+    """A zero record of the shapes ``rollout_decoder`` accepts (sizes the learner's batch buffers)."""
+    T = unroll_length
+    state = tuple(np.zeros(spec.hidden_size, np.float32) for _ in range(2)) if spec.use_lstm else ()
+    return RolloutRecord(
+        observation=np.zeros((T + 1, *spec.observation_shape), np.dtype(spec.observation_dtype)),
+        action=np.zeros(T, np.int64),
+        behaviour_logits=np.zeros((T, spec.num_actions), np.float32),
+        reward=np.zeros(T, np.float32),
+        terminated=np.zeros(T, np.bool_),
+        truncated=np.zeros(T, np.bool_),
+        bootstrap_value=np.zeros(T, np.float32),
+        mask=np.zeros(T, np.bool_),
+        policy_versions=np.zeros(T, np.int64),
+        length=0,
+        initial_core_state=state,
+    )

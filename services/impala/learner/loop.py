@@ -20,7 +20,7 @@ from impala.core.learn import LearnConfig, LearnerState, learn_step
 from impala.learner.checkpointing import Checkpointer, CheckpointInfo
 from impala.learner.control import CheckpointRequest, ControlPlane, StatusValue
 from impala.learner.metrics import LearnerMetrics
-from impala.learner.prefetch import Prefetcher, Prepared
+from impala.learner.prefetch import BatchSource, Prepared
 from impala.learner.progress import Progress, RateMeter
 from impala.learner.publishing import BackgroundPublisher, cpu_snapshot
 
@@ -42,7 +42,7 @@ class TrainingLoop:
 
     state: LearnerState
     config: LearnConfig
-    prefetcher: Prefetcher[Batch]
+    prefetcher: BatchSource[Batch]
     consumer: Acknowledger
     checkpointer: Checkpointer
     control: ControlPlane | None
@@ -100,10 +100,12 @@ class TrainingLoop:
         stats = learn_step(self.state, prepared.batch, self.config)
         self.metrics.learn_time.observe(time.monotonic() - started)
         self.consumer.ack(prepared.ids)
-        self.prefetcher.recycle(prepared)
-        self._account(prepared, stats)
         if self.state.learner_steps % self.publish_interval == 0:
             self._publish()
+        # After the version bump: the batch source screens the next rollouts' lag against it before
+        # the step shows in the metrics.
+        self.prefetcher.recycle(prepared)
+        self._account(prepared, stats)
         self.refresh_status()
 
     def _account(self, prepared: Prepared[Batch], stats: dict[str, float]) -> None:

@@ -17,23 +17,19 @@ import redis
 import torch
 from prometheus_client import CollectorRegistry
 
-from impala.buffer.consumer import RolloutConsumer
 from impala.buffer.redis_client import sync_client
 from impala.core import logs, metrics
-from impala.core.batch import Batch, collate
 from impala.core.device import resolve_device
 from impala.core.learn import LearnConfig, LearnerState, make_learner_state
 from impala.core.models import ModelSpec, Policy, fingerprint, spec_for_env
 from impala.core.redis_keys import RunKeys
-from impala.core.rollouts import RolloutRecord
 from impala.core.state_codec import encode_state
 from impala.learner.checkpointing import Checkpointer
 from impala.learner.config import learn_config
 from impala.learner.control import ControlPlane
-from impala.learner.decoding import rollout_decoder
+from impala.learner.decode_process import DecodeConfig, DecodeProcess
 from impala.learner.loop import TrainingLoop
 from impala.learner.metrics import LearnerMetrics
-from impala.learner.prefetch import Prefetcher
 from impala.learner.progress import Progress
 from impala.learner.publishing import BackgroundPublisher, PermanentPublishError
 from impala.learner.settings import LearnerSettings
@@ -49,8 +45,7 @@ class Learner:
     """An assembled learner; ``run(stop)`` trains until ``stop`` is set and shuts its parts down."""
 
     loop: TrainingLoop
-    prefetcher: Prefetcher[Batch]
-    consumer: RolloutConsumer
+    prefetcher: DecodeProcess
     control: ControlPlane
     redis: redis.Redis
     publisher: BackgroundPublisher | None = None
@@ -72,7 +67,7 @@ class Learner:
 
     def _shutdown(self) -> None:
         # Entries read but not learned from stay pending: the next learner of this name re-reads them.
-        self.prefetcher.stop(interrupt=self.consumer.close)
+        self.prefetcher.stop()
         if self.publisher is not None and self.weights is not None:
             if not self.publisher.flush(_SHUTDOWN_PUBLISH_S):
                 log.warning("last weight version not published before exit")
@@ -86,10 +81,9 @@ def build_state(spec: ModelSpec, config: LearnConfig, settings: LearnerSettings,
     return make_learner_state(spec, config, device)
 
 
-def build_consumer(settings: LearnerSettings, keys: RunKeys) -> RolloutConsumer:
-    return RolloutConsumer(
-        settings.redis_url, keys, consumer=settings.consumer or socket.gethostname(), claim_idle_s=settings.claim_idle_s
-    )
+def consumer_name(settings: LearnerSettings) -> str:
+    """This learner's name in the consumer group: the setting, else the hostname (the pod name)."""
+    return settings.consumer or socket.gethostname()
 
 
 def build_publisher(settings: LearnerSettings, model: Policy) -> tuple[BackgroundPublisher, WeightPublisher]:
@@ -109,25 +103,24 @@ def build_prefetcher(
     settings: LearnerSettings,
     spec: ModelSpec,
     config: LearnConfig,
-    consumer: RolloutConsumer,
     device: str,
     *,
     current_version: Callable[[], int],
     metrics: LearnerMetrics,
-) -> Prefetcher[Batch]:
-    def collate_into(records: list[RolloutRecord], out: Batch | None) -> Batch:
-        return collate(records, device, out)
-
-    return Prefetcher(
-        consumer,
-        decode=rollout_decoder(spec, config.unroll_length),
-        collate=collate_into,
+) -> DecodeProcess:
+    decode = DecodeConfig(
+        redis_url=settings.redis_url,
+        run=settings.run,
+        consumer=consumer_name(settings),
+        claim_idle_s=settings.claim_idle_s,
+        spec=spec,
+        unroll_length=config.unroll_length,
         batch_size=config.batch_size,
         max_policy_lag=settings.max_policy_lag,
-        current_version=current_version,
-        metrics=metrics,
-        depth=settings.prefetch,
+        log_level=settings.log_level,
+        log_format=settings.log_format,
     )
+    return DecodeProcess(decode, device, metrics, current_version=current_version, depth=settings.prefetch)
 
 
 def build_learner(settings: LearnerSettings, *, registry: CollectorRegistry) -> Learner:
@@ -145,13 +138,11 @@ def build_learner(settings: LearnerSettings, *, registry: CollectorRegistry) -> 
     progress = checkpointer.restore(state, device) or Progress()
     keys = RunKeys(settings.run)
     learner_metrics = LearnerMetrics.create(registry)
-    consumer = build_consumer(settings, keys)
     publisher, weights = build_publisher(settings, state.model) if settings.weights_address else (None, None)
     prefetcher = build_prefetcher(
         settings,
         spec,
         config,
-        consumer,
         device,
         current_version=lambda: progress.policy_version,
         metrics=learner_metrics,
@@ -160,7 +151,7 @@ def build_learner(settings: LearnerSettings, *, registry: CollectorRegistry) -> 
         state=state,
         config=config,
         prefetcher=prefetcher,
-        consumer=consumer,
+        consumer=prefetcher,
         checkpointer=checkpointer,
         control=None,
         metrics=learner_metrics,
@@ -174,7 +165,7 @@ def build_learner(settings: LearnerSettings, *, registry: CollectorRegistry) -> 
         "learner built",
         extra={"device": device, "env": settings.env, "spec": str(spec), "config": str(config)},
     )
-    return Learner(loop, prefetcher, consumer, loop.control, client, publisher, weights)
+    return Learner(loop, prefetcher, loop.control, client, publisher, weights)
 
 
 def run(settings: LearnerSettings) -> int:

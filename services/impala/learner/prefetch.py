@@ -1,30 +1,22 @@
-"""Background batch preparation: read B entries from the buffer, decode, drop what cannot be learned
-from, collate into reused buffers, and hand ready batches to the training loop through a bounded queue.
-
-Buffers rotate through a free list (``depth`` waiting + one being filled + one being learned from),
-so collation never allocates after warm-up and a batch's memory is rewritten only after the loop
-returned it with ``recycle`` (after its learn step finished).
+"""Batch preparation: read B entries from the buffer, decode, drop what cannot be learned from, and
+collate into a reused batch. ``BatchFiller`` is the synchronous core; ``impala.learner.decode_process``
+runs it in a separate process so that the training loop never shares the GIL with it.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
-import queue
-import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, Protocol, TypeVar
 
-from google.protobuf.message import DecodeError
-
-from impala.core.rollouts import RolloutRecord
-from impala.core.tensors import TensorError
-from impala.learner.metrics import LearnerMetrics
+from impala.core.batch import Batch
+from impala.learner.batch_decoding import BatchDecoder, Column
 
 log = logging.getLogger(__name__)
 
 B = TypeVar("B")
-_POLL_S = 0.1  # how often blocked waits look at the stop flag
 
 
 class EntryLike(Protocol):
@@ -48,20 +40,28 @@ class Prepared(Generic[B]):
     env_steps: int  # valid (unmasked) steps, i.e. the sum of the rollout lengths
     versions: list[int]  # oldest acting policy version of each rollout
     episode_returns: list[float] = field(default_factory=list)
+    slot: int = -1  # which shared buffer holds the batch (decode process); -1 when not shared
 
 
-class Prefetcher(Generic[B]):
-    """Fills batches of ``batch_size`` rollouts on a daemon thread.
+class BatchSource(Protocol[B]):
+    """What the training loop takes batches from (``DecodeProcess``)."""
+
+    def start(self) -> None: ...
+    def stop(self, timeout_s: float = ...) -> None: ...
+    def get(self, timeout_s: float) -> Prepared[B] | None: ...
+    def ack(self, ids: Sequence[str]) -> int: ...
+    def recycle(self, prepared: Prepared[B]) -> None: ...
+
+
+class BatchFiller:
+    """Reads until ``batch_size`` learnable rollouts are decoded into a batch.
 
     Args:
         consumer: the rollout buffer (``read``/``drop``).
-        decode: payload -> record; raises ``TensorError`` (or a protobuf ``DecodeError``) when corrupt.
-        collate: (records, reused batch or None) -> batch.
+        decoder: writes entries into batch columns and says which it refused (corrupt, stale).
         batch_size: B.
         max_policy_lag: drop rollouts whose lag exceeds this (0 keeps all).
-        current_version: the learner's policy version now (read from this thread).
-        metrics: drop counters.
-        depth: ready batches waiting at most (prefetch).
+        on_drop: called with (reason, count) after entries were dropped (metrics).
         block_ms: longest wait of one buffer read.
     """
 
@@ -69,118 +69,54 @@ class Prefetcher(Generic[B]):
         self,
         consumer: ConsumerLike,
         *,
-        decode: Callable[[bytes], RolloutRecord],
-        collate: Callable[[list[RolloutRecord], B | None], B],
+        decoder: BatchDecoder,
         batch_size: int,
         max_policy_lag: int,
-        current_version: Callable[[], int],
-        metrics: LearnerMetrics,
-        depth: int = 2,
+        on_drop: Callable[[str, int], None],
         block_ms: int = 200,
     ) -> None:
-        self.consumer, self._decode, self._collate = consumer, decode, collate
+        self.consumer, self.decoder = consumer, decoder
         self.batch_size, self.max_policy_lag = batch_size, max_policy_lag
-        self._current_version, self.metrics = current_version, metrics
-        self.block_ms = block_ms
-        self._ready: queue.Queue[Prepared[B]] = queue.Queue(maxsize=depth)
-        self._free: queue.Queue[B | None] = queue.Queue()
-        for _ in range(depth + 2):
-            self._free.put(None)  # None: collate allocates this buffer on first use
-        self._stop = threading.Event()
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="learner-prefetch", daemon=True)
+        self._on_drop, self.block_ms = on_drop, block_ms
 
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self, interrupt: Callable[[], None] | None = None, timeout_s: float = 5.0) -> None:
-        """Stop filling; ``interrupt`` (the consumer's ``close``) cuts a read that is retrying short."""
-        self._stop.set()
-        if interrupt is not None:
-            interrupt()
-        self._thread.join(timeout_s)
-
-    def get(self, timeout_s: float) -> Prepared[B] | None:
-        """The next ready batch, or None after ``timeout_s``; re-raises a crash of the thread."""
-        if self._error is not None:
-            raise RuntimeError("batch prefetch thread failed") from self._error
-        try:
-            return self._ready.get(timeout=timeout_s)
-        except queue.Empty:
-            return None
-
-    def recycle(self, prepared: Prepared[B]) -> None:
-        """Give a batch's buffers back once its learn step is over."""
-        self._free.put(prepared.batch)
-
-    def _run(self) -> None:
-        try:
-            while not self._stop.is_set():
-                slot = self._take_free()
-                if slot is None:
-                    return
-                prepared = self._fill(slot[0])
-                if prepared is None:
-                    return
-                while not self._stop.is_set():
-                    try:
-                        self._ready.put(prepared, timeout=_POLL_S)
-                        break
-                    except queue.Full:
-                        continue
-        except BaseException as err:
-            if self._stop.is_set():
-                return  # the interrupted read of a shutdown
-            log.exception("batch prefetch failed")
-            self._error = err  # surfaced to the training loop by get()
-
-    def _take_free(self) -> tuple[B | None] | None:
-        """A free buffer (in a 1-tuple, as the buffer itself may be None), or None when stopped."""
-        while not self._stop.is_set():
-            try:
-                return (self._free.get(timeout=_POLL_S),)
-            except queue.Empty:
+    def fill(
+        self, out: Batch, current_version: Callable[[], int], stopping: Callable[[], bool]
+    ) -> Prepared[Batch] | None:
+        """Read until B learnable rollouts are decoded into ``out``; None when ``stopping()`` turns
+        true first (what was read stays pending: a successor re-reads it). ``current_version()`` is
+        the learner's policy version now, asked after each read."""
+        ids: list[str | None] = [None] * self.batch_size
+        columns: list[Column | None] = [None] * self.batch_size
+        while missing := [b for b, column in enumerate(columns) if column is None]:
+            if stopping():
+                return None
+            entries = self.consumer.read(len(missing), block_ms=self.block_ms)
+            if not entries:
                 continue
-        return None
-
-    def _fill(self, buffer: B | None) -> Prepared[B] | None:
-        """Read until B learnable rollouts are at hand (None when stopped first), then collate."""
-        records: list[RolloutRecord] = []
-        ids: list[str] = []
-        while len(records) < self.batch_size:
-            if self._stop.is_set():
-                return None  # what was read stays pending in the group: a successor re-reads it
-            entries = self.consumer.read(self.batch_size - len(records), block_ms=self.block_ms)
-            for entry, record in self._screen(entries):
-                records.append(record)
-                ids.append(entry.id)
-        versions = [r.policy_version for r in records]
+            targets = missing[: len(entries)]
+            is_stale = functools.partial(self._is_stale, current_version())
+            results = self.decoder.decode_into(out, targets, [e.payload for e in entries], is_stale=is_stale)
+            dropped: dict[str, list[str]] = {}
+            for b, entry, result in zip(targets, entries, results, strict=True):
+                if isinstance(result, Column):
+                    ids[b], columns[b] = entry.id, result
+                    continue
+                dropped.setdefault(result.reason, []).append(entry.id)
+                if result.error:
+                    log.warning("corrupt rollout", extra={"entry": entry.id, "error": result.error})
+            for reason, refused in dropped.items():
+                self.consumer.drop(refused, reason)
+                self._on_drop(reason, len(refused))
+        accepted = [c for c in columns if c is not None]
+        out.episode_returns = [r for c in accepted for r in c.episode_returns]
+        out.episode_lengths = [n for c in accepted for n in c.episode_lengths]
         return Prepared(
-            batch=self._collate(records, buffer),
-            ids=ids,
-            env_steps=sum(r.length for r in records),
-            versions=versions,
-            episode_returns=[float(x) for r in records for x in r.episode_returns],
+            batch=out,
+            ids=[i for i in ids if i is not None],
+            env_steps=sum(c.length for c in accepted),
+            versions=[c.policy_version for c in accepted],
+            episode_returns=list(out.episode_returns),
         )
 
-    def _screen(self, entries: Sequence[EntryLike]) -> list[tuple[EntryLike, RolloutRecord]]:
-        """Decode; drop corrupt and (when a limit is set) stale entries with a counter and a log line."""
-        kept: list[tuple[EntryLike, RolloutRecord]] = []
-        dropped: dict[str, list[str]] = {"corrupt": [], "stale": []}
-        version = self._current_version()
-        for entry in entries:
-            try:
-                record = self._decode(entry.payload)
-            except (TensorError, DecodeError) as err:
-                log.warning("corrupt rollout", extra={"entry": entry.id, "error": str(err)})
-                dropped["corrupt"].append(entry.id)
-                continue
-            if self.max_policy_lag > 0 and version - record.policy_version > self.max_policy_lag:
-                dropped["stale"].append(entry.id)
-                continue
-            kept.append((entry, record))
-        for reason, ids in dropped.items():
-            if ids:
-                self.consumer.drop(ids, reason)
-                self.metrics.rollouts_dropped.labels(reason=reason).inc(len(ids))
-        return kept
+    def _is_stale(self, now: int, version: int) -> bool:
+        return self.max_policy_lag > 0 and now - version > self.max_policy_lag

@@ -1,10 +1,10 @@
-"""Learner updates/s fed from Redis (the real path: ``RolloutConsumer`` → ``Prefetcher`` (read, decode,
-screen, collate on its thread) → ``TrainingLoop`` (learn, ack)) vs the same ``learn_step`` on batches
+"""Learner updates/s fed from Redis (the real path: ``DecodeProcess`` (read, decode, screen, collate into
+shared memory in a child process) → ``TrainingLoop`` (learn, ack)) vs the same ``learn_step`` on batches
 collated beforehand in memory, for the CartPole preset (MLP, T and B of ``impala.core.presets``) and
 Atari-size rollouts (shallow CNN, torchbeast's T=80, B=8).
 
 Both run with one torch intra-op thread (as ``impala local`` runs its learner), leaving the other core
-to the prefetch thread and redis-server. The stream is filled before the Redis path starts, so no
+to the decode process and redis-server. The stream is filled before the Redis path starts, so no
 producer competes for the cores. The two paths alternate over ``ROUNDS`` rounds of ``seconds / ROUNDS``
 (at least ``MIN_STEPS`` updates each) and each figure is the median. Weight publishing and the control thread are left out: they cost
 the same whatever feeds the batches (the weights benchmark measures publishing).
@@ -32,7 +32,7 @@ from impala.core.redis_keys import RunKeys
 from impala.core.redis_server import RedisServer
 from impala.learner.checkpointing import Checkpointer
 from impala.learner.loop import Acknowledger, TrainingLoop
-from impala.learner.main import build_consumer, build_prefetcher
+from impala.learner.main import build_prefetcher
 from impala.learner.metrics import LearnerMetrics
 from impala.learner.progress import Progress
 from impala.learner.settings import LearnerSettings
@@ -114,18 +114,16 @@ def from_redis(url: str, shape: Shape, config: LearnConfig, seconds: float, expe
         torch.manual_seed(0)
         state, progress = make_learner_state(shape.spec, config), Progress()
         metrics = LearnerMetrics.create(CollectorRegistry())
-        consumer = build_consumer(settings, keys)
         prefetcher = build_prefetcher(
             settings,
             shape.spec,
             config,
-            consumer,
             "cpu",
             current_version=lambda: progress.policy_version,
             metrics=metrics,
         )
         stop = threading.Event()
-        clock = AckClock(consumer, seconds, stop)
+        clock = AckClock(prefetcher, seconds, stop)
         checkpointer = Checkpointer(Path(tmp), keep=1, interval_s=3600.0, config={})
         loop = TrainingLoop(state, config, prefetcher, clock, checkpointer, None, metrics, progress)
         watchdog = threading.Timer(3 * seconds + 60, stop.set)  # a starved loop must still end
@@ -135,7 +133,7 @@ def from_redis(url: str, shape: Shape, config: LearnConfig, seconds: float, expe
             loop.run(stop)
         finally:
             watchdog.cancel()
-            prefetcher.stop(interrupt=consumer.close)
+            prefetcher.stop()
     with redis.Redis.from_url(url) as client:
         client.delete(keys.rollouts, keys.counters)
     if clock.counted == 0:

@@ -1,0 +1,226 @@
+"""Decoding buffer entries straight into the columns of a learner batch, checked a field at a time.
+
+``rollout_decoder`` (``impala.learner.decoding``) decodes and checks one rollout with ~15 numpy calls;
+for CartPole-size rollouts that per-call overhead is most of a learner's ingest time. Here the learner
+knows every field's exact dtype, shape and byte size (T, A and the observation spec are fixed), so per
+entry only the wire headers are compared and the bytes of each field are gathered; the value checks
+(mask, action range, finiteness, how a partial rollout ends) then run once per field over all the new
+columns. ``rollout_decoder`` stays the arbiter: an entry the fast path refuses is decoded by it, which
+either names the problem (the entry is dropped as corrupt) or accepts it (it is written from the record).
+So both paths accept exactly the same entries (tests/learner/test_batch_decoding.py checks this on
+every kind of corruption).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+from google.protobuf.message import DecodeError
+
+from impala.core import tensors
+from impala.core.batch import TIME_FIELDS, Batch
+from impala.core.models import ModelSpec
+from impala.core.rollouts import RolloutRecord
+from impala.core.tensors import TensorError
+from impala.learner.decoding import rollout_decoder
+from impala.rollout.v1 import rollout_pb2
+from impala.tensor.v1 import tensor_pb2
+
+_FLOATS = ("behaviour_logits", "reward", "bootstrap_value")
+
+
+@dataclass
+class Column:
+    """What the loop needs of one accepted rollout besides its tensors."""
+
+    length: int
+    policy_version: int  # oldest acting version (0 when empty)
+    episode_returns: list[float] = field(default_factory=list)
+    episode_lengths: list[int] = field(default_factory=list)
+
+
+@dataclass
+class Refused:
+    """An entry that cannot be learned from: ``reason`` is ``corrupt`` or ``stale``."""
+
+    reason: str
+    error: str = ""
+
+
+@dataclass(frozen=True)
+class _Field:
+    name: str
+    wire: int
+    shape: tuple[int, ...]
+    dtype: np.dtype[np.generic]
+    nbytes: int
+
+
+class BatchDecoder:
+    """Writes serialized rollouts into chosen columns of a ``[T, B]`` batch of ``spec``'s shapes.
+
+    Args:
+        spec: the learner's model (observation spec, number of actions, recurrent state).
+        unroll_length: T.
+    """
+
+    def __init__(self, spec: ModelSpec, unroll_length: int) -> None:
+        T, self.unroll_length, self.num_actions = unroll_length, unroll_length, spec.num_actions
+        self.float_observation = np.issubdtype(np.dtype(spec.observation_dtype), np.floating)
+        shapes: dict[str, tuple[tuple[int, ...], npt.DTypeLike]] = {
+            "observation": ((T + 1, *spec.observation_shape), spec.observation_dtype),
+            "action": ((T,), np.int64),
+            "behaviour_logits": ((T, spec.num_actions), np.float32),
+            "reward": ((T,), np.float32),
+            "terminated": ((T,), np.bool_),
+            "truncated": ((T,), np.bool_),
+            "bootstrap_value": ((T,), np.float32),
+            "mask": ((T,), np.bool_),
+            "policy_versions": ((T,), np.int64),
+        }
+        self.fields = tuple(_field(name, shape, dtype) for name, (shape, dtype) in shapes.items())
+        state = _field("initial_core_state", (spec.hidden_size,), np.float32)
+        self.states = (state, state) if spec.use_lstm else ()
+        self._arbiter = rollout_decoder(spec, unroll_length)
+        self._steps = np.arange(T)[:, None]
+
+    def decode_into(
+        self,
+        out: Batch,
+        columns: Sequence[int],
+        payloads: Sequence[bytes],
+        *,
+        is_stale: Callable[[int], bool] = lambda version: False,
+    ) -> list[Column | Refused]:
+        """Decode ``payloads[i]`` into column ``columns[i]`` of ``out``; one result per payload.
+
+        A refused entry's column holds garbage: the caller fills it again.
+        """
+        if len(columns) != len(payloads):
+            raise ValueError(f"{len(columns)} columns for {len(payloads)} payloads")
+        results: list[Column | Refused | None] = [None] * len(payloads)
+        fast: list[int] = []  # indices into payloads that passed the header checks
+        gathered: list[list[bytes]] = []
+        messages: list[rollout_pb2.Rollout] = []
+        for i, payload in enumerate(payloads):
+            try:
+                msg = rollout_pb2.Rollout.FromString(payload)
+            except DecodeError as err:
+                results[i] = Refused("corrupt", f"not a Rollout message: {err}")
+                continue
+            data = self._gather(msg)
+            if data is None:
+                results[i] = self._arbitrate(out, columns[i], payload)
+            else:
+                fast.append(i)
+                gathered.append(data)
+                messages.append(msg)
+        if fast:
+            self._write(out, [columns[i] for i in fast], gathered)
+            for i, msg, ok in zip(fast, messages, self._check(out, [columns[i] for i in fast], messages), strict=True):
+                results[i] = _column(msg, out, columns[i]) if ok else self._arbitrate(out, columns[i], payloads[i])
+        done: list[Column | Refused] = []
+        for result in results:
+            assert result is not None  # every index was decided above
+            if isinstance(result, Column) and is_stale(result.policy_version):
+                result = Refused("stale")
+            done.append(result)
+        return done
+
+    def _gather(self, msg: rollout_pb2.Rollout) -> list[bytes] | None:
+        """Each field's bytes when every header is exactly what the model needs, else None."""
+        if msg.length > self.unroll_length or len(msg.episode_returns) != len(msg.episode_lengths):
+            return None
+        out: list[bytes] = []
+        for f in self.fields:
+            if not msg.HasField(f.name):  # type: ignore[arg-type]
+                return None
+            tensor = getattr(msg, f.name)
+            if (data := _checked(tensor, f)) is None:
+                return None
+            out.append(data)
+        if len(msg.initial_core_state) != len(self.states):
+            return None
+        for tensor, f in zip(msg.initial_core_state, self.states, strict=True):
+            if (data := _checked(tensor, f)) is None:
+                return None
+            out.append(data)
+        return out
+
+    def _write(self, out: Batch, columns: list[int], gathered: list[list[bytes]]) -> None:
+        """Stack each field of the new entries and write it into their columns (time-major)."""
+        k = len(columns)
+        targets = [getattr(out, f.name).numpy() for f in self.fields]
+        targets += [state.numpy() for state in out.initial_core_state]
+        for j, (f, target) in enumerate(zip((*self.fields, *self.states), targets, strict=True)):
+            stacked = np.frombuffer(b"".join(data[j] for data in gathered), dtype=f.dtype).reshape(k, *f.shape)
+            if f.name == "initial_core_state":
+                target[columns] = stacked
+            else:
+                target[:, columns] = stacked.swapaxes(0, 1)
+
+    def _check(self, out: Batch, columns: list[int], messages: list[rollout_pb2.Rollout]) -> list[bool]:
+        """The value checks of ``from_proto`` over the new columns at once; True where all pass."""
+        lengths = np.array([msg.length for msg in messages], dtype=np.int64)
+        out.length.numpy()[columns] = lengths
+        mask = out.mask.numpy()[:, columns]
+        action = out.action.numpy()[:, columns]
+        ok = ~(mask != (self._steps < lengths)).any(axis=0)
+        ok &= ~(((action < 0) | (action >= self.num_actions)) & mask).any(axis=0)
+        finite = [getattr(out, name).numpy()[:, columns] for name in _FLOATS]
+        if self.float_observation:
+            finite.append(out.observation.numpy()[:, columns])
+        for array in finite:
+            ok &= np.isfinite(array).reshape(array.shape[0], len(columns), -1).all(axis=(0, 2))
+        for state in out.initial_core_state:
+            ok &= np.isfinite(state.numpy()[columns]).all(axis=1)
+        partial = (lengths > 0) & (lengths < self.unroll_length)
+        if partial.any():
+            last = np.clip(lengths - 1, 0, None)
+            picks = np.arange(len(columns))
+            ends = out.terminated.numpy()[:, columns][last, picks] | out.truncated.numpy()[:, columns][last, picks]
+            ok &= ~partial | ends
+        return [bool(x) for x in ok]
+
+    def _arbitrate(self, out: Batch, column: int, payload: bytes) -> Column | Refused:
+        """The full per-record decoder decides an entry the fast path could not take."""
+        try:
+            record = self._arbiter(payload)
+        except (TensorError, DecodeError) as err:
+            return Refused("corrupt", str(err))
+        _write_record(out, column, record)
+        return Column(record.length, record.policy_version, list(record.episode_returns), list(record.episode_lengths))
+
+
+def _field(name: str, shape: tuple[int, ...], dtype: npt.DTypeLike) -> _Field:
+    np_dtype = np.dtype(dtype)
+    return _Field(name, tensors.wire_dtype(np_dtype), shape, np_dtype, int(np.prod(shape)) * np_dtype.itemsize)
+
+
+def _checked(tensor: tensor_pb2.Tensor, f: _Field) -> bytes | None:
+    if tensor.dtype != f.wire or tuple(tensor.shape) != f.shape:
+        return None
+    data = tensor.data  # read once: with upb every access of a bytes field copies it
+    return data if len(data) == f.nbytes else None
+
+
+def _column(msg: rollout_pb2.Rollout, out: Batch, column: int) -> Column:
+    length = int(msg.length)
+    versions = out.policy_versions.numpy()[:length, column]
+    return Column(
+        length,
+        int(versions.min()) if length > 0 else 0,
+        list(msg.episode_returns),
+        list(msg.episode_lengths),
+    )
+
+
+def _write_record(out: Batch, column: int, record: RolloutRecord) -> None:
+    for name in TIME_FIELDS:
+        getattr(out, name).numpy()[:, column] = getattr(record, name)
+    out.length.numpy()[column] = record.length
+    for state, value in zip(out.initial_core_state, record.initial_core_state, strict=True):
+        state.numpy()[column] = value
