@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
 import redis
 import redis.connection
 
@@ -36,12 +35,13 @@ def test_async_client_packs_big_values_as_separate_buffers() -> None:
     assert conn._buffer_cutoff == BUFFER_CUTOFF
 
 
-def test_sync_client_avoids_hiredis_packer_when_hiredis_is_installed(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Pretend hiredis is installed: a plain client would then copy with hiredis.pack_command."""
-    monkeypatch.setattr(redis.connection, "HIREDIS_AVAILABLE", True)
-    monkeypatch.setattr(redis_client, "HIREDIS_AVAILABLE", True)
+def test_sync_client_avoids_hiredis_packer_but_parses_with_hiredis() -> None:
+    """hiredis is a pinned dependency (its reply parser is C); a plain client would pack commands with
+    hiredis.pack_command, which copies every argument."""
+    assert redis_client.HIREDIS_AVAILABLE
     plain: Any = redis.Redis.from_url("redis://127.0.0.1:1/0").connection_pool.make_connection()
     assert isinstance(plain._command_packer, redis.connection.HiredisRespSerializer)
     ours: Any = sync_client("redis://127.0.0.1:1/0").connection_pool.make_connection()
     assert isinstance(ours._command_packer, redis.connection.PythonRespSerializer)
     assert _holds_payload_by_identity(ours.pack_command(*XADD))
+    assert isinstance(ours._parser, redis._parsers.hiredis._HiredisParser)

@@ -6,7 +6,8 @@ Two choices matter for multi-MB values (rollouts, weight versions):
   client only), which copies every argument into one new buffer (measured 5x slower on MB payloads),
   or with the pure-Python packer, which keeps any argument over ``_buffer_cutoff`` (6000 bytes) as its
   own buffer and hands the caller's ``bytes`` object to the socket unchanged. The asyncio client always
-  uses the Python packer; the sync client is forced onto it here in case hiredis gets installed.
+  uses the Python packer; the sync client is forced onto it here. hiredis is still a dependency: its
+  reply parser (C) reads ``XREADGROUP`` replies faster than redis-py's Python one (ADR 0011).
 - redis-py's own retries (3 by default) are turned off: our callers retry with backoff, log one
   line per failure and can be stopped by ``close()``.
 """
