@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
 import torch
+from prometheus_client import CollectorRegistry
 
 from impala.core.checkpoints import load_checkpoint
 from impala.core.redis_keys import LEARNER_GROUP
 from impala.core.redis_server import RedisServer
 from impala.core.rollouts import from_proto, to_proto
+from impala.learner.decode_process import DecodeProcessError
+from impala.learner.main import build_learner
 from impala.rollout.v1 import rollout_pb2
 from tests.support import wait_for
 
@@ -143,3 +149,31 @@ def test_rides_out_a_redis_restart(tmp_path: Path) -> None:
     finally:
         client.close()
         server.stop()
+
+
+def test_a_dead_decode_process_ends_the_learner_with_its_exit_code(
+    redis_server: RedisServer, redis_client: redis.Redis, tmp_path: Path
+) -> None:
+    """kill -9 of the decode process: the loop stops with an error naming it (the pod restarts); what
+    was acknowledged before stays acknowledged."""
+    learner = build_learner(learner_settings(redis_server.url, tmp_path), registry=CollectorRegistry())
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            learner.run(threading.Event())
+        except BaseException as err:
+            errors.append(err)
+
+    thread = threading.Thread(target=run, name="learner-under-test")
+    thread.start()
+    produce(redis_client, [rollout(seed=i) for i in range(2)])
+    wait_for(lambda: counters(redis_client).get("rollouts_consumed"), lambda n: n == 2)
+    assert learner.prefetcher.pid is not None
+    os.kill(learner.prefetcher.pid, signal.SIGKILL)
+    thread.join(30)
+    assert not thread.is_alive()
+    assert len(errors) == 1 and isinstance(errors[0], DecodeProcessError), errors
+    assert "exit code -9" in str(errors[0])
+    assert counters(redis_client) == {"rollouts_consumed": 2}
+    assert learner.loop.state.learner_steps == 1

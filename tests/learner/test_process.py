@@ -40,6 +40,19 @@ def start_learner(redis_url: str, checkpoint_dir: Path, consumer: str, log: Path
         return subprocess.Popen([sys.executable, "-m", "impala", "learner"], env=env, stdout=out, stderr=out)
 
 
+def children(pid: int) -> list[int]:
+    return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def running(pid: int) -> bool:
+    """Alive and not a zombie."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
+
+
 def served(client: redis.Redis, checkpoint_id: str) -> dict[str, Any]:
     request_checkpoint(client, checkpoint_id)
     return wait_for(lambda: checkpoint_entry(client, checkpoint_id), lambda e: e.get("status") == "done", 60)
@@ -64,10 +77,15 @@ def test_kill9_restart_resumes_exactly_and_loses_no_rollout(
         wait_for(lambda: status(redis_client).get("paused"), lambda p: p == "1")
         produce(redis_client, [rollout(seed=100 + i) for i in range(10)])
         wait_for(lambda: pending(redis_client), lambda n: n >= 2)
+        # The decode process (ADR 0011) and multiprocessing's resource tracker.
+        helpers = children(first.pid)
+        assert any(b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes() for pid in helpers)
     finally:
         first.kill()
         first.wait(30)
     assert first.returncode == -signal.SIGKILL
+    # Their parent gone, they exit on their own (the decode process acknowledges nothing more).
+    wait_for(lambda: [pid for pid in helpers if running(pid)], lambda alive: not alive)
     held = pending(redis_client)
     assert held >= 2
     before = load_checkpoint(Path(saved["path"]))

@@ -107,9 +107,15 @@ class DecodeProcess:
         """Start the child and hand it every slot."""
         self._process.start()
         self._child_conn.close()  # the child holds it now: its exit closes the pipe
+        log.info("decode process started", extra={"pid": self._process.pid, "slots": len(self.slots)})
         self._sync_version()
         for slot in range(len(self.slots)):
             self._send(("free", slot, []))
+
+    @property
+    def pid(self) -> int | None:
+        """The child's process id once started."""
+        return self._process.pid
 
     def get(self, timeout_s: float) -> Prepared[Batch] | None:
         """The next ready batch, or None after ``timeout_s``; raises ``DecodeProcessError`` when the child failed."""
