@@ -47,6 +47,15 @@ def test_learner_requests_a_gpu_on_gpu_nodes(objects: list[Manifest]) -> None:
     assert claim["metadata"]["name"] == "checkpoints" and mounts["checkpoints"] == "/checkpoints"
 
 
+def test_learner_has_a_memory_backed_dev_shm_for_its_decode_process() -> None:
+    """The decode process's batches live in /dev/shm (ADR 0011); runtimes give containers 64Mi."""
+    learner = one(render(merge(TOKENS, {"learner": {"sharedMemorySize": "2Gi"}})), "StatefulSet", name_of("learner"))
+    mounts = {m["name"]: m["mountPath"] for m in container(learner)["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod_spec(learner)["volumes"]}
+    assert mounts["shm"] == "/dev/shm"
+    assert volumes["shm"]["emptyDir"] == {"medium": "Memory", "sizeLimit": "2Gi"}
+
+
 def test_dev_values_make_the_learner_cpu_only() -> None:
     learner = one(render(DEV), "StatefulSet", name_of("learner"))
     spec = pod_spec(learner)
