@@ -1,3 +1,4 @@
 from impala.cli import main
 
-main()
+if __name__ == "__main__":  # a spawned child (multiprocessing) must not run the CLI again
+    main()
