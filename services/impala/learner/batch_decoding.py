@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -85,7 +86,7 @@ class BatchDecoder:
         state = _field("initial_core_state", (spec.hidden_size,), np.float32)
         self.states = (state, state) if spec.use_lstm else ()
         self._arbiter = rollout_decoder(spec, unroll_length)
-        self._steps = np.arange(T)[:, None]
+        self._steps = np.arange(T)[None, :]
 
     def decode_into(
         self,
@@ -119,9 +120,12 @@ class BatchDecoder:
                 gathered.append(data)
                 messages.append(msg)
         if fast:
-            self._write(out, [columns[i] for i in fast], gathered)
-            for i, msg, ok in zip(fast, messages, self._check(out, [columns[i] for i in fast], messages), strict=True):
-                results[i] = _column(msg, out, columns[i]) if ok else self._arbitrate(out, columns[i], payloads[i])
+            stacked = self._stack(gathered)
+            lengths = np.array([msg.length for msg in messages], dtype=np.int64)
+            targets = [columns[i] for i in fast]
+            self._write(out, targets, stacked, lengths)
+            for i, msg, column, ok in zip(fast, messages, targets, self._check(stacked, lengths), strict=True):
+                results[i] = _column(msg, out, column) if ok else self._arbitrate(out, column, payloads[i])
         done: list[Column | Refused] = []
         for result in results:
             assert result is not None  # every index was decided above
@@ -150,38 +154,46 @@ class BatchDecoder:
             out.append(data)
         return out
 
-    def _write(self, out: Batch, columns: list[int], gathered: list[list[bytes]]) -> None:
-        """Stack each field of the new entries and write it into their columns (time-major)."""
-        k = len(columns)
-        targets = [getattr(out, f.name).numpy() for f in self.fields]
-        targets += [state.numpy() for state in out.initial_core_state]
-        for j, (f, target) in enumerate(zip((*self.fields, *self.states), targets, strict=True)):
-            stacked = np.frombuffer(b"".join(data[j] for data in gathered), dtype=f.dtype).reshape(k, *f.shape)
-            if f.name == "initial_core_state":
-                target[columns] = stacked
-            else:
-                target[:, columns] = stacked.swapaxes(0, 1)
+    def _stack(self, gathered: list[list[bytes]]) -> dict[str, npt.NDArray[Any]]:
+        """Each field of the new entries as one ``[k, *shape]`` array (one copy of the bytes)."""
+        k, stacked = len(gathered), {}
+        for j, f in enumerate((*self.fields, *self.states)):
+            array = np.frombuffer(b"".join(data[j] for data in gathered), dtype=f.dtype).reshape(k, *f.shape)
+            stacked[f.name if f.name != "initial_core_state" else f"state{j - len(self.fields)}"] = array
+        return stacked
 
-    def _check(self, out: Batch, columns: list[int], messages: list[rollout_pb2.Rollout]) -> list[bool]:
-        """The value checks of ``from_proto`` over the new columns at once; True where all pass."""
-        lengths = np.array([msg.length for msg in messages], dtype=np.int64)
-        out.length.numpy()[columns] = lengths
-        mask = out.mask.numpy()[:, columns]
-        action = out.action.numpy()[:, columns]
-        ok = ~(mask != (self._steps < lengths)).any(axis=0)
-        ok &= ~(((action < 0) | (action >= self.num_actions)) & mask).any(axis=0)
-        finite = [getattr(out, name).numpy()[:, columns] for name in _FLOATS]
+    def _write(
+        self,
+        out: Batch,
+        columns: list[int],
+        stacked: dict[str, npt.NDArray[Any]],
+        lengths: npt.NDArray[np.int64],
+    ) -> None:
+        """Write the stacked fields into their columns of ``out`` (time-major)."""
+        where: slice | list[int] = columns
+        if columns == list(range(columns[0], columns[0] + len(columns))):
+            where = slice(columns[0], columns[0] + len(columns))  # the usual case: a plain copy, no gather
+        for f in self.fields:
+            getattr(out, f.name).numpy()[:, where] = stacked[f.name].swapaxes(0, 1)
+        for i, state in enumerate(out.initial_core_state):
+            state.numpy()[where] = stacked[f"state{i}"]
+        out.length.numpy()[where] = lengths
+
+    def _check(self, stacked: dict[str, npt.NDArray[Any]], lengths: npt.NDArray[np.int64]) -> list[bool]:
+        """The value checks of ``from_proto`` over all new entries at once; True where all pass."""
+        k = len(lengths)
+        mask, action = stacked["mask"], stacked["action"]  # [k, T]
+        ok = ~(mask != (self._steps < lengths[:, None])).any(axis=1)
+        ok &= ~(((action < 0) | (action >= self.num_actions)) & mask).any(axis=1)
+        floats = [*_FLOATS, *(name for name in stacked if name.startswith("state"))]
         if self.float_observation:
-            finite.append(out.observation.numpy()[:, columns])
-        for array in finite:
-            ok &= np.isfinite(array).reshape(array.shape[0], len(columns), -1).all(axis=(0, 2))
-        for state in out.initial_core_state:
-            ok &= np.isfinite(state.numpy()[columns]).all(axis=1)
+            floats.append("observation")
+        for name in floats:
+            ok &= np.isfinite(stacked[name].reshape(k, -1)).all(axis=1)
         partial = (lengths > 0) & (lengths < self.unroll_length)
         if partial.any():
-            last = np.clip(lengths - 1, 0, None)
-            picks = np.arange(len(columns))
-            ends = out.terminated.numpy()[:, columns][last, picks] | out.truncated.numpy()[:, columns][last, picks]
+            rows, last = np.arange(k), np.clip(lengths - 1, 0, None)
+            ends = stacked["terminated"][rows, last] | stacked["truncated"][rows, last]
             ok &= ~partial | ends
         return [bool(x) for x in ok]
 
