@@ -124,8 +124,10 @@ class BatchDecoder:
             lengths = np.array([msg.length for msg in messages], dtype=np.int64)
             targets = [columns[i] for i in fast]
             self._write(out, targets, stacked, lengths)
-            for i, msg, column, ok in zip(fast, messages, targets, self._check(stacked, lengths), strict=True):
-                results[i] = _column(msg, out, column) if ok else self._arbitrate(out, column, payloads[i])
+            versions = _oldest_versions(stacked["policy_versions"], stacked["mask"])
+            checks = zip(fast, messages, targets, versions, self._check(stacked, lengths), strict=True)
+            for i, msg, column, version, ok in checks:
+                results[i] = _column(msg, version) if ok else self._arbitrate(out, column, payloads[i])
         done: list[Column | Refused] = []
         for result in results:
             assert result is not None  # every index was decided above
@@ -140,10 +142,8 @@ class BatchDecoder:
             return None
         out: list[bytes] = []
         for f in self.fields:
-            if not msg.HasField(f.name):  # type: ignore[arg-type]
-                return None
-            tensor = getattr(msg, f.name)
-            if (data := _checked(tensor, f)) is None:
+            # An unset field reads as an empty Tensor of dtype UNSPECIFIED: _checked refuses it.
+            if (data := _checked(getattr(msg, f.name), f)) is None:
                 return None
             out.append(data)
         if len(msg.initial_core_state) != len(self.states):
@@ -219,15 +219,14 @@ def _checked(tensor: tensor_pb2.Tensor, f: _Field) -> bytes | None:
     return data if len(data) == f.nbytes else None
 
 
-def _column(msg: rollout_pb2.Rollout, out: Batch, column: int) -> Column:
-    length = int(msg.length)
-    versions = out.policy_versions.numpy()[:length, column]
-    return Column(
-        length,
-        int(versions.min()) if length > 0 else 0,
-        list(msg.episode_returns),
-        list(msg.episode_lengths),
-    )
+def _column(msg: rollout_pb2.Rollout, policy_version: int) -> Column:
+    return Column(int(msg.length), policy_version, list(msg.episode_returns), list(msg.episode_lengths))
+
+
+def _oldest_versions(versions: npt.NDArray[Any], mask: npt.NDArray[Any]) -> list[int]:
+    """Per entry the oldest version that acted on a valid step (0 for an empty rollout)."""
+    oldest = np.where(mask, versions, np.iinfo(np.int64).max).min(axis=1)
+    return [int(v) for v in np.where(mask.any(axis=1), oldest, 0)]
 
 
 def _write_record(out: Batch, column: int, record: RolloutRecord) -> None:
