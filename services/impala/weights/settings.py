@@ -24,7 +24,12 @@ class WeightsSettings(ServiceSettings):
         True,
         description="Offer subscribers the bulk data plane (plain TCP beside gRPC); off when TLS is configured.",
     )
-    bulk_port: int = Field(50053, ge=0, le=65535, description="Bulk data-plane TCP port (0 = any free port).")
+    bulk_port: int = Field(
+        0,
+        ge=0,
+        le=65535,
+        description="Bulk data-plane TCP port (0 = any free port; subscribers learn it from the announcement).",
+    )
     bulk_max_connections: int = Field(64, ge=1, description="Bulk fetches served at once; more are answered BUSY.")
     bulk_request_timeout_s: float = Field(
         5.0, gt=0, description="Seconds a bulk connection may take to send its request before it is dropped."
