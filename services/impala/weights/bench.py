@@ -215,15 +215,15 @@ async def _bulk_clients(port: int, n: int, size: int, after: int) -> None:
 
 async def _fetch_version(call: Any, buffer: memoryview) -> None:
     announcement = await call.read()
-    loop = asyncio.get_running_loop()
-    with socket.socket() as conn:
-        conn.setblocking(False)
-        await loop.sock_connect(conn, ("127.0.0.1", announcement.bulk_port))
-        await loop.sock_sendall(conn, bulk.request(announcement.version, ""))
-        _, status, _, length = bulk.RESPONSE.unpack(await bulk.recv_exactly(conn, bulk.RESPONSE.size))
-        if status != bulk.Status.OK or length != len(buffer):
-            raise RuntimeError(f"bulk fetch answered {status} with {length} bytes, expected {len(buffer)}")
-        await bulk.recv_into(conn, buffer)
+    await bulk.fetch(
+        "127.0.0.1",
+        announcement.bulk_port,
+        announcement.version,
+        "",
+        total_bytes=len(buffer),
+        timeout_s=60,
+        into=buffer,
+    )
 
 
 async def _read_version(call: Any, wire_bytes: int) -> None:

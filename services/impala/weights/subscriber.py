@@ -167,7 +167,7 @@ class WeightSubscriber:
         if a.total_bytes > self.max_version_bytes:
             raise _BulkFailedError("too_large", f"announced {a.total_bytes} bytes > max_version_bytes", a.version)
         try:
-            payload = await bulk_plane.fetch(
+            received = await bulk_plane.fetch(
                 self._host,
                 a.bulk_port,
                 a.version,
@@ -175,6 +175,7 @@ class WeightSubscriber:
                 total_bytes=a.total_bytes,
                 timeout_s=self.bulk_timeout_s,
             )
+            payload = bytes(received)  # decoders want bytes; one copy per version on this side
         except bulk_plane.FetchError as exc:
             if exc.status == bulk_plane.Status.GONE:
                 log.info("announced version already superseded, waiting for the next", extra={"version": a.version})
