@@ -206,11 +206,10 @@ async def fetch(
     """
     loop = asyncio.get_running_loop()
     receiver = _Receiver(version, total_bytes, into)
-    transport: asyncio.BaseTransport | None = None
+    transport: asyncio.Transport | None = None
     try:
         async with asyncio.timeout(timeout_s):
             transport, _ = await loop.create_connection(lambda: receiver, host, port)
-            assert isinstance(transport, asyncio.WriteTransport)
             transport.write(request(version, token))
             return await receiver.done
     except TimeoutError:

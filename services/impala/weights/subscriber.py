@@ -110,15 +110,17 @@ class WeightSubscriber:
         bulk = self.bulk
         while not self._closed.is_set():
             try:
+                back_to_bulk = False
                 async with contextlib.aclosing(self._subscribe_once(bulk)) as subscription:
                     async for update in subscription:
                         self._backoff.reset()
                         self.last_version = update.version
                         yield update
-                        if bulk != self.bulk:
-                            break  # one version took the chunks after a data-plane failure: back to bulk
-                if bulk != self.bulk:
-                    bulk = self.bulk
+                        if bulk != self.bulk:  # one version took the chunks after a data-plane failure
+                            back_to_bulk = True
+                            break
+                if back_to_bulk:
+                    bulk = True
                     continue
                 self._log_failure(grpc.StatusCode.OK, "stream ended")
             except _BulkFailedError as exc:
