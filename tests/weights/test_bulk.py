@@ -186,3 +186,15 @@ async def test_wrong_bulk_bytes_fall_back_to_chunks(
             await updates.aclose()
             await sub.close()
         assert fallbacks == [reason, reason]  # once per version: each new subscription tries bulk again
+
+
+async def test_a_subscriber_that_stops_reading_is_cut_off(redis_server: RedisServer) -> None:
+    async with running_service(redis_server.url, bulk_send_timeout_s=0.3) as (service, registry):
+        commit(service, 1, bytes(64 * 1024 * 1024))  # far more than the socket buffers hold
+        assert service.bulk is not None
+        _, writer = await asyncio.open_connection("127.0.0.1", service.bulk.port)
+        writer.write(bulk.request(1, TOKEN))  # ... and never reads
+        await until(lambda: refused(registry, "send_timeout") == 1, "the send timeout")
+        assert await bulk.fetch("127.0.0.1", service.bulk.port, 1, TOKEN, total_bytes=64 * 1024 * 1024, timeout_s=30)
+        writer.close()
+        assert registry.get_sample_value("impala_weights_sent_total") == 1

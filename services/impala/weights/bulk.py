@@ -14,7 +14,8 @@ One fetch per connection (all integers big-endian)::
 Status codes: OK; UNAUTHENTICATED (missing or unknown token); GONE (that version is no longer held,
 or none is yet: wait for the next announcement); MALFORMED (bad magic or token length); BUSY (too many
 fetches at once: fetch the chunks instead). A request that does not arrive within the request timeout
-is dropped without a response.
+is dropped without a response; one that does not take the whole version within the send timeout is
+cut off.
 """
 
 from __future__ import annotations
@@ -61,6 +62,7 @@ class BulkServer:
         token: bearer token ('' = none), compared in constant time.
         max_connections: fetches served at once; one more is answered BUSY.
         request_timeout_s: how long a connection may take to send its request.
+        send_timeout_s: how long a subscriber may take to receive a version before it is cut off.
     """
 
     def __init__(
@@ -71,10 +73,12 @@ class BulkServer:
         token: str = "",
         max_connections: int = 64,
         request_timeout_s: float = 5.0,
+        send_timeout_s: float = 60.0,
     ) -> None:
         self.store, self.metrics = store, metrics
         self._token = token.encode()
         self.max_connections, self.request_timeout_s = max_connections, request_timeout_s
+        self.send_timeout_s = send_timeout_s
         self._listener: socket.socket | None = None
         self._accepting: asyncio.Task[None] | None = None
         self._fetches: set[asyncio.Task[None]] = set()
@@ -140,8 +144,13 @@ class BulkServer:
                     await self._refuse(conn, peer, Status.GONE, "gone", f"version {wanted} not held (holds {held})")
                     return
                 header = RESPONSE.pack(MAGIC, Status.OK, latest.version, len(latest.payload))
-                await loop.sock_sendall(conn, header)
-                await loop.sock_sendall(conn, latest.payload)  # the one payload object, no copy
+                try:
+                    async with asyncio.timeout(self.send_timeout_s):  # a subscriber that stopped reading
+                        await loop.sock_sendall(conn, header)
+                        await loop.sock_sendall(conn, latest.payload)  # the one payload object, no copy
+                except TimeoutError:
+                    self._count(peer, "send_timeout", f"version not taken within {self.send_timeout_s} s")
+                    return
                 self.metrics.sent.inc()
             except (ConnectionError, OSError) as exc:
                 self._count(peer, "disconnected", repr(exc))
@@ -153,7 +162,9 @@ class BulkServer:
 
     def _count(self, peer: str, reason: str, detail: str) -> None:
         self.metrics.bulk_refused.labels(reason).inc()
-        log.warning("bulk fetch refused", extra={"peer": peer, "reason": reason, "error": detail})
+        # GONE is routine (a slow subscriber asked for a version a newer one replaced).
+        level = logging.INFO if reason == "gone" else logging.WARNING
+        log.log(level, "bulk fetch refused", extra={"peer": peer, "reason": reason, "error": detail})
 
 
 async def _read_request(conn: socket.socket) -> tuple[int, bytes]:

@@ -96,6 +96,7 @@ def build_weight_service(settings: WeightsSettings, *, registry: CollectorRegist
             token=settings.token,
             max_connections=settings.bulk_max_connections,
             request_timeout_s=settings.bulk_request_timeout_s,
+            send_timeout_s=settings.bulk_send_timeout_s,
         )
     elif settings.bulk:
         log.info("bulk data plane off: TLS is configured and the data plane is plain TCP (ADR 0009)")

@@ -34,5 +34,8 @@ class WeightsSettings(ServiceSettings):
     bulk_request_timeout_s: float = Field(
         5.0, gt=0, description="Seconds a bulk connection may take to send its request before it is dropped."
     )
+    bulk_send_timeout_s: float = Field(
+        60.0, gt=0, description="Seconds a subscriber may take to receive a version over the bulk data plane."
+    )
     tls_cert: Path | None = Field(None, description="PEM certificate; with tls_key serves TLS.")
     tls_key: Path | None = Field(None, description="PEM private key for tls_cert.")
