@@ -74,6 +74,19 @@ def test_ingress_service_exposes_grpc_only(objects: list[Manifest]) -> None:
     assert service["spec"]["selector"] == pool["spec"]["selector"]["matchLabels"]
 
 
+def test_weight_service_exposes_grpc_and_the_bulk_data_plane_on_one_number(objects: list[Manifest]) -> None:
+    """Subscribers dial the bulk port the service announces: container, Service and setting must agree."""
+    service = one(objects, "Service", name_of("weights"))
+    assert [(p["name"], p["port"], p["targetPort"]) for p in service["spec"]["ports"]] == [
+        ("grpc", 50052, "grpc"),
+        ("bulk", 50053, "bulk"),
+        ("metrics", 9090, "metrics"),
+    ]
+    ports = {p["name"]: p["containerPort"] for p in container(one(objects, "Deployment", name_of("weights")))["ports"]}
+    assert ports == {"grpc": 50052, "bulk": 50053, "metrics": 9090}
+    assert one(objects, "ConfigMap", name_of("weights"))["data"]["IMPALA_BULK_PORT"] == "50053"
+
+
 def test_hpa_targets_the_actorpool(objects: list[Manifest]) -> None:
     hpa = one(objects, "HorizontalPodAutoscaler", name_of("actorpool"))
     assert hpa["spec"]["scaleTargetRef"] == {
@@ -195,9 +208,11 @@ def test_network_policies_select_the_right_pods(objects: list[Manifest]) -> None
         "weights",
         "control",
     }
-    weights_rule = policies["weights"]["ingress"][0]
+    weights_rule, bulk_rule, _ = policies["weights"]["ingress"]
     assert weights_rule["ports"] == [{"port": "grpc", "protocol": "TCP"}]
     assert selected_components(objects, weights_rule["from"][0]["podSelector"]) == {"actorpool", "learner"}
+    assert bulk_rule["ports"] == [{"port": "bulk", "protocol": "TCP"}]  # the data plane: pools only
+    assert selected_components(objects, bulk_rule["from"][0]["podSelector"]) == {"actorpool"}
     other_release = {"app.kubernetes.io/instance": "other", "app.kubernetes.io/name": "impala"}
     assert not selects(
         redis_rule["from"][0]["podSelector"], {**other_release, "app.kubernetes.io/component": "learner"}

@@ -71,6 +71,8 @@ CHART_OWNED: dict[str, dict[str, str]] = {
         "metrics_port": _METRICS,
         "redis_url": _REDIS,
         "token": "auth.weights: read from its Secret",
+        "bulk_port": "weights.bulkContainerPort: container port, Service port and NetworkPolicy must agree, and "
+        "subscribers dial the port the service announces",
         "tls_cert": "in-cluster only and fenced by a NetworkPolicy; use a service mesh for mTLS",
         "tls_key": "in-cluster only and fenced by a NetworkPolicy; use a service mesh for mTLS",
     },

@@ -19,7 +19,7 @@ EXPECTED = {
     "weights": [
         f"weights 6.4 MB → {n} subscriber{'s' if n > 1 else ''}, {what}"
         for n in (1, 4, 16)
-        for what in ("fan-out", "publish end to end")
+        for what in ("fan-out", "publish end to end", "fan-out, gRPC chunks")
     ],
     "e2e": ["e2e CartPole-v1 impala local"],
 }

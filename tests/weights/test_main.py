@@ -75,6 +75,7 @@ async def test_tls_end_to_end(redis_server: RedisServer, tmp_path: Path) -> None
     cert.private_key_pem.write_to_path(str(key_file))
     ca.cert_pem.write_to_path(str(ca_file))
     async with running_service(redis_server.url, tls_cert=cert_file, tls_key=key_file) as (service, _):
+        assert service.bulk is None  # the data plane is plain TCP: with TLS every subscriber takes chunks
         publisher = WeightPublisher(f"127.0.0.1:{service.port}", token=TOKEN, tls_ca=ca_file)
         sub = subscriber(service, tls_ca=ca_file)
         try:

@@ -53,6 +53,7 @@ async def serve(settings: ActorPoolSettings) -> None:
         registry=registry,
     )
     updates: WeightUpdates | None = None
+    subscriber: WeightSubscriber | None = None
     if settings.weights_address:
         subscriber = WeightSubscriber(
             settings.weights_address,
@@ -73,6 +74,9 @@ async def serve(settings: ActorPoolSettings) -> None:
         pool_id=pool_id,
     )
     sink.on_wait = pool.metrics.backpressure_wait.inc
+    if subscriber is not None:
+        fallbacks = pool.metrics.weight_bulk_fallbacks
+        subscriber.on_bulk_fallback = lambda reason: fallbacks.labels(reason).inc()
     metrics.serve(registry, settings.metrics_port)
     port = await pool.start()
     log.info("actorpool ready", extra={"address": f"{settings.host}:{port}", "env": settings.env, "pool": pool_id})

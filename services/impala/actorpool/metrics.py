@@ -23,6 +23,7 @@ class PoolMetrics:
     policy_version: Gauge
     paused: Gauge
     weight_updates: Counter
+    weight_bulk_fallbacks: Counter
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> PoolMetrics:
@@ -79,5 +80,11 @@ class PoolMetrics:
             paused=Gauge("impala_actorpool_paused", "1 while the run is paused (replies held).", registry=registry),
             weight_updates=Counter(
                 "impala_actorpool_weight_updates_total", "Weight versions swapped in.", registry=registry
+            ),
+            weight_bulk_fallbacks=Counter(
+                "impala_actorpool_weight_bulk_fallbacks_total",
+                "Weight versions taken as gRPC chunks after a bulk data-plane fetch failed, by reason.",
+                ["reason"],
+                registry=registry,
             ),
         )

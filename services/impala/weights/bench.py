@@ -4,10 +4,12 @@ Subscribers run in a child process (one event loop, N connections) and report wh
 holds the whole version; the server side runs here. Figures per N (median or min of ``rounds``):
 
 - ``raw_s``: the same bytes written to N plain TCP sockets (the floor on this machine);
-- ``fanout_s``: the service, from a version committed in memory to all N subscribers holding it;
-- ``publish_s``: the service end to end, from ``WeightPublisher.publish`` to all N holding it.
+- ``fanout_s``: the service, from a version committed in memory to all N subscribers holding it,
+  announced over gRPC and fetched from the bulk data plane (what ``WeightSubscriber`` does);
+- ``publish_s``: the service end to end, from ``WeightPublisher.publish`` to all N holding it (bulk);
+- ``chunked_s``: as ``fanout_s`` for subscribers that take the gRPC chunks (``bulk`` false).
 
-Clients on both sides count bytes without decoding, so the ratio measures the service.
+Clients count bytes without decoding them, so the ratios measure the service.
 ``impala bench weights`` calls ``run`` and prints the table.
 """
 
@@ -22,7 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +32,7 @@ import grpc
 from prometheus_client import CollectorRegistry
 
 from impala.core.redis_server import RedisServer
+from impala.weights import bulk
 from impala.weights.chunks import WeightVersion
 from impala.weights.publisher import WeightPublisher
 from impala.weights.server import build_weight_service
@@ -42,7 +45,7 @@ SUBSCRIBE = "/impala.weights.v1.WeightService/Subscribe"
 def run(
     subscribers: tuple[int, ...] = (1, 4, 16), size_bytes: int = 6_400_000, rounds: int = 5, statistic: str = "median"
 ) -> list[dict[str, Any]]:
-    """One row per subscriber count: seconds for raw, fanout and publish, and the ratios to raw.
+    """One row per subscriber count: seconds for raw, fanout, publish and chunked, and the ratios to raw.
 
     ``statistic`` is "median" or "min" (on a shared machine the minimum shows what the code can do).
     """
@@ -53,26 +56,20 @@ def run(
     with tempfile.TemporaryDirectory() as tmp, RedisServer(workdir=Path(tmp)) as redis_server:
         for n in subscribers:
             raw = stat(asyncio.run(_raw(n, size_bytes, rounds)))
-            fanout, publish = (stat(t) for t in asyncio.run(_service(n, size_bytes, rounds, redis_server.url)))
-            rows.append(
-                {
-                    "subscribers": n,
-                    "bytes": size_bytes,
-                    "raw_s": raw,
-                    "fanout_s": fanout,
-                    "publish_s": publish,
-                    "fanout_vs_raw": fanout / raw,
-                    "publish_vs_raw": publish / raw,
-                }
-            )
+            times = asyncio.run(_service(n, size_bytes, rounds, redis_server.url))
+            row: dict[str, Any] = {"subscribers": n, "bytes": size_bytes, "raw_s": raw}
+            for key, samples in times.items():
+                row[f"{key}_s"] = stat(samples)
+                row[f"{key}_vs_raw"] = row[f"{key}_s"] / raw
+            rows.append(row)
     return rows
 
 
 class _Child:
     """The subscribers' process; it writes one line per event ("ready", then a finish time per version)."""
 
-    def __init__(self, kind: str, port: int, n: int, expect: int) -> None:
-        args = [sys.executable, "-m", "impala.weights.bench", kind, str(port), str(n), str(expect)]
+    def __init__(self, kind: str, port: int, n: int, expect: int, after: int = 0) -> None:
+        args = [sys.executable, "-m", "impala.weights.bench", kind, str(port), str(n), str(expect), str(after)]
         self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, text=True)
 
     async def line(self) -> str:
@@ -112,31 +109,48 @@ async def _raw(n: int, size: int, rounds: int) -> list[float]:
             child.stop()
 
 
-async def _service(n: int, size: int, rounds: int, redis_url: str) -> tuple[list[float], list[float]]:
+async def _service(n: int, size: int, rounds: int, redis_url: str) -> dict[str, list[float]]:
+    """Seconds per round (warm-up dropped) of the bulk fan-out, bulk publish and chunked fan-out."""
     settings = WeightsSettings(host="127.0.0.1", port=0, redis_url=redis_url, run=f"bench-{os.getpid()}-{n}")
     service = build_weight_service(settings, registry=CollectorRegistry())
     await service.start()
     payload = os.urandom(size)
-    versions = [WeightVersion.build(v, "bench", payload) for v in range(1, rounds + 2)]
-    child = _Child("grpc", service.port, n, sum(map(len, versions[0].wire)))
+    numbers = iter(range(1, 3 * (rounds + 1) + 1))
     publisher = WeightPublisher(f"127.0.0.1:{service.port}")
+    times: dict[str, list[float]] = {}
+
+    async def commit(version: WeightVersion) -> None:
+        service.store.commit(version)
+
+    async def publish(version: WeightVersion) -> None:
+        await asyncio.to_thread(publisher.publish, version.version, "bench", payload)
+
     try:
-        await child.line()  # all subscribed
-        fanout = []
-        for version in versions:
-            start = time.monotonic()
-            service.store.commit(version)
-            fanout.append(await child.finished_at() - start)
-        publish = []
-        for v in range(len(versions) + 1, 2 * len(versions) + 1):
-            start = time.monotonic()
-            await asyncio.to_thread(publisher.publish, v, "bench", payload)
-            publish.append(await child.finished_at() - start)
-        return fanout[1:], publish[1:]
+        for key, kind, deliver in (
+            ("fanout", "bulk", commit),
+            ("publish", "bulk", publish),
+            ("chunked", "grpc", commit),
+        ):
+            versions = [WeightVersion.build(next(numbers), "bench", payload) for _ in range(rounds + 1)]
+            expect = size if kind == "bulk" else sum(map(len, versions[0].wire))
+            after = service.store.latest.version if service.store.latest is not None else 0
+            child = _Child(kind, service.port, n, expect, after)
+            try:
+                await child.line()  # all subscribed
+                times[key] = [await _round(child, deliver(v)) for v in versions][1:]  # the first warms up
+            finally:
+                child.stop()
+        return times
     finally:
         publisher.close()
-        child.stop()
         await service.stop()
+
+
+async def _round(child: _Child, delivery: Coroutine[Any, Any, None]) -> float:
+    """Seconds from starting ``delivery`` until the child's subscribers all hold the version."""
+    start = time.monotonic()
+    await delivery
+    return await child.finished_at() - start
 
 
 def _raw_clients(port: int, n: int, size: int) -> None:
@@ -162,12 +176,12 @@ def _raw_clients(port: int, n: int, size: int) -> None:
             _report(time.monotonic())
 
 
-async def _grpc_clients(port: int, n: int, wire_bytes: int) -> None:
+async def _grpc_clients(port: int, n: int, wire_bytes: int, after: int) -> None:
     options: list[tuple[str, Any]] = [("grpc.max_receive_message_length", 8 * 1024 * 1024)]
     channels = [grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=options) for _ in range(n)]
     calls: list[Any] = [
         ch.unary_stream(SUBSCRIBE, request_serializer=weights_pb2.SubscribeRequest.SerializeToString)(
-            weights_pb2.SubscribeRequest(subscriber_id=f"bench-{i}")
+            weights_pb2.SubscribeRequest(subscriber_id=f"bench-{i}", after_version=after)
         )
         for i, ch in enumerate(channels)
     ]
@@ -177,6 +191,39 @@ async def _grpc_clients(port: int, n: int, wire_bytes: int) -> None:
     while True:
         await asyncio.gather(*(_read_version(call, wire_bytes) for call in calls))
         _report(time.monotonic())
+
+
+async def _bulk_clients(port: int, n: int, size: int, after: int) -> None:
+    """Subscribe with ``bulk``; fetch each announced version into a preallocated buffer per subscriber."""
+    channels = [grpc.aio.insecure_channel(f"127.0.0.1:{port}") for _ in range(n)]
+    calls: list[Any] = [
+        ch.unary_stream(
+            SUBSCRIBE,
+            request_serializer=weights_pb2.SubscribeRequest.SerializeToString,
+            response_deserializer=weights_pb2.WeightChunk.FromString,
+        )(weights_pb2.SubscribeRequest(subscriber_id=f"bench-{i}", after_version=after, bulk=True))
+        for i, ch in enumerate(channels)
+    ]
+    for call in calls:
+        await call.wait_for_connection()
+    buffers = [memoryview(bytearray(size)) for _ in range(n)]
+    _report("ready")
+    while True:
+        await asyncio.gather(*(_fetch_version(call, buffer) for call, buffer in zip(calls, buffers, strict=True)))
+        _report(time.monotonic())
+
+
+async def _fetch_version(call: Any, buffer: memoryview) -> None:
+    announcement = await call.read()
+    await bulk.fetch(
+        "127.0.0.1",
+        announcement.bulk_port,
+        announcement.version,
+        "",
+        total_bytes=len(buffer),
+        timeout_s=60,
+        into=buffer,
+    )
 
 
 async def _read_version(call: Any, wire_bytes: int) -> None:
@@ -194,9 +241,9 @@ def _report(event: float | str) -> None:
 
 
 if __name__ == "__main__":
-    # The subscribers' side: python -m impala.weights.bench raw|grpc PORT N BYTES_PER_VERSION
-    kind, port_arg, n_arg, expect_arg = sys.argv[1:5]
+    # The subscribers' side: python -m impala.weights.bench raw|bulk|grpc PORT N BYTES_PER_VERSION AFTER_VERSION
+    kind, port, n, expect, after = sys.argv[1], *map(int, sys.argv[2:6])
     if kind == "raw":
-        _raw_clients(int(port_arg), int(n_arg), int(expect_arg))
+        _raw_clients(port, n, expect)
     else:
-        asyncio.run(_grpc_clients(int(port_arg), int(n_arg), int(expect_arg)))
+        asyncio.run((_bulk_clients if kind == "bulk" else _grpc_clients)(port, n, expect, after))

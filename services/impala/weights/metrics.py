@@ -18,6 +18,7 @@ class WeightsMetrics:
     subscribers: Gauge
     sent: Counter
     rejected: Counter
+    bulk_refused: Counter
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> WeightsMetrics:
@@ -33,11 +34,20 @@ class WeightsMetrics:
             ),
             subscribers=Gauge("impala_weights_subscribers", "Open Subscribe streams.", registry=registry),
             sent=Counter(
-                "impala_weights_sent_total", "Versions written to subscribers (one per subscriber).", registry=registry
+                "impala_weights_sent_total",
+                "Versions written to subscribers (one per subscriber), as chunks or over the bulk data plane.",
+                registry=registry,
             ),
             rejected=Counter(
                 "impala_weights_rejected_total",
                 "Publish or Subscribe calls refused, by reason (malformed, too_large, checksum, stale, fingerprint).",
+                ["reason"],
+                registry=registry,
+            ),
+            bulk_refused=Counter(
+                "impala_weights_bulk_refused_total",
+                "Bulk data-plane fetches refused or broken off, by reason "
+                "(unauthenticated, gone, malformed, timeout, busy, send_timeout, disconnected).",
                 ["reason"],
                 registry=registry,
             ),

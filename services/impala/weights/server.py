@@ -12,6 +12,7 @@ from prometheus_client import CollectorRegistry
 
 from impala.core.grpc_server import GrpcServer, TlsFiles
 from impala.core.redis_keys import RunKeys
+from impala.weights.bulk import BulkServer
 from impala.weights.chunks import MAX_CHUNK_BYTES
 from impala.weights.metrics import WeightsMetrics
 from impala.weights.servicer import SERVICE_NAME, WeightServicer
@@ -27,6 +28,8 @@ class WeightService:
 
     settings: WeightsSettings
     server: GrpcServer
+    servicer: WeightServicer
+    bulk: BulkServer | None  # None: disabled, or TLS configured (ADR 0009)
     store: LatestStore
     mirror: RedisMirror
     metrics: WeightsMetrics
@@ -39,6 +42,8 @@ class WeightService:
             self.metrics.version.set(self.store.latest.version)
             self.metrics.bytes.set(len(self.store.latest.payload))
         self._mirror_task = asyncio.create_task(self.mirror.run(self.store, loaded), name="weights-mirror")
+        if self.bulk is not None:
+            self.servicer.bulk_port = await self.bulk.start(self.settings.host, self.settings.bulk_port)
         self.port = await self.server.start()
         return self.port
 
@@ -52,7 +57,9 @@ class WeightService:
         await self.close()
 
     async def close(self) -> None:
-        """Stop the Redis mirror (after the gRPC server stopped)."""
+        """Stop the data plane and the Redis mirror (after the gRPC server stopped)."""
+        if self.bulk is not None:
+            await self.bulk.stop()
         if self._mirror_task is not None:
             self._mirror_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -81,6 +88,18 @@ def build_weight_service(settings: WeightsSettings, *, registry: CollectorRegist
     )
     server.server.add_generic_rpc_handlers((servicer.generic_handler(),))
     server.server.add_registered_method_handlers(SERVICE_NAME, servicer.method_handlers())
-    service = WeightService(settings, server, store, mirror, metrics)
+    bulk = None
+    if settings.bulk and tls is None:
+        bulk = BulkServer(
+            store,
+            metrics,
+            token=settings.token,
+            max_connections=settings.bulk_max_connections,
+            request_timeout_s=settings.bulk_request_timeout_s,
+            send_timeout_s=settings.bulk_send_timeout_s,
+        )
+    elif settings.bulk:
+        log.info("bulk data plane off: TLS is configured and the data plane is plain TCP (ADR 0009)")
+    service = WeightService(settings, server, servicer, bulk, store, mirror, metrics)
     server.drain_hooks.append(service.drain)
     return service

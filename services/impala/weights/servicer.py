@@ -3,6 +3,8 @@
 Subscribe streams bytes, not messages: a version's chunks are kept serialized, as the publisher sent
 them (``WeightVersion.wire``), and the method is registered with an identity response serializer,
 so N subscribers cost N socket writes of the same buffers and no encoding at all.
+A subscriber that asks for ``bulk`` gets one small announcement per version instead, when the
+service runs the bulk data plane (``bulk_port`` set), and fetches the bytes there (``bulk.py``).
 
 Status codes a client can see:
 - Publish ``INVALID_ARGUMENT``: malformed chunk stream (order, header, sizes, over max_version_bytes).
@@ -44,6 +46,7 @@ class WeightServicer:
     ) -> None:
         self.store, self.metrics = store, metrics
         self.max_version_bytes, self.chunk_bytes = max_version_bytes, chunk_bytes
+        self.bulk_port = 0  # the data plane's port once it listens; 0 = chunks for everyone
 
     async def publish(self, requests: AsyncIterator[bytes], context: Context) -> weights_pb2.PublishAck:
         start = time.perf_counter()
@@ -93,8 +96,9 @@ class WeightServicer:
     async def subscribe(self, request: weights_pb2.SubscribeRequest, context: Context) -> AsyncIterator[bytes]:
         who = request.subscriber_id or context.peer()
         after = request.after_version
+        bulk_port = self.bulk_port if request.bulk else 0
         self.metrics.subscribers.inc()
-        log.info("subscriber joined", extra={"subscriber": who, "after_version": after})
+        log.info("subscriber joined", extra={"subscriber": who, "after_version": after, "bulk": bool(bulk_port)})
         try:
             _check_subscriber(request.fingerprint, self.store.fingerprint)
             # Headers now, not with the first version: the client learns it is subscribed even when
@@ -106,9 +110,12 @@ class WeightServicer:
                     await context.abort(grpc.StatusCode.UNAVAILABLE, "weight service is stopping; subscribe again")
                     return
                 _check_subscriber(request.fingerprint, latest.fingerprint)
-                for piece in latest.wire:
-                    yield piece
-                self.metrics.sent.inc()
+                if bulk_port:
+                    yield _announcement(latest, bulk_port)  # the data plane counts what it sends
+                else:
+                    for piece in latest.wire:
+                        yield piece
+                    self.metrics.sent.inc()
                 after = latest.version
         except RejectedError as rejection:
             await self._reject(context, rejection, "subscribe")
@@ -156,6 +163,17 @@ def _check_subscriber(theirs: str, served: str) -> None:
             "fingerprint",
             f"subscriber's model fingerprint {theirs!r} differs from the served model's {served!r}",
         )
+
+
+def _announcement(version: WeightVersion, bulk_port: int) -> bytes:
+    """The chunk that tells a bulk subscriber to fetch ``version`` from the data plane."""
+    return weights_pb2.WeightChunk(
+        version=version.version,
+        fingerprint=version.fingerprint,
+        total_bytes=len(version.payload),
+        sha256=version.sha256,
+        bulk_port=bulk_port,
+    ).SerializeToString()
 
 
 def _identity(data: bytes) -> bytes:

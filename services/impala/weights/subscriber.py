@@ -4,19 +4,27 @@
 busy with one, the service skips the ones in between). The stream survives anything: on any failure
 it logs one line, waits with capped exponential backoff and resubscribes with ``after_version`` set
 to the last version it yielded, so the pool keeps acting on its last weights meanwhile.
+
+With ``bulk`` (the default) it asks for announcements and fetches each version's bytes from the
+service's bulk data plane, checking length and sha256. Any data-plane failure (refused, cut off,
+corrupt) logs one line, calls ``on_bulk_fallback`` and takes that version as gRPC chunks on a fresh
+subscription; the next subscription asks for bulk again. A service without a data plane sends chunks.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import hashlib
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
 
 from impala.core.backoff import Backoff
+from impala.weights import bulk as bulk_plane
 from impala.weights.chunks import MAX_CHUNK_BYTES, Assembler, RejectedError
 from impala.weights.v1 import weights_pb2, weights_pb2_grpc
 
@@ -50,6 +58,8 @@ class WeightSubscriber:
         after_version: the version the pool already has (only newer ones are sent).
         tls_ca: PEM root certificate to verify a TLS service (None = plaintext).
         max_version_bytes: largest version accepted from the service.
+        bulk: fetch bytes from the bulk data plane when the service offers it.
+        bulk_timeout_s: longest one data-plane fetch may take before falling back to chunks.
     """
 
     def __init__(
@@ -62,11 +72,17 @@ class WeightSubscriber:
         after_version: int = 0,
         tls_ca: Path | None = None,
         max_version_bytes: int = 1024 * 1024 * 1024,
+        bulk: bool = True,
+        bulk_timeout_s: float = 60.0,
         backoff: Backoff | None = None,
     ) -> None:
         self.address, self.fingerprint, self.subscriber_id = address, fingerprint, subscriber_id
         self.last_version = after_version
         self.max_version_bytes = max_version_bytes
+        self.bulk, self.bulk_timeout_s = bulk, bulk_timeout_s
+        self.on_bulk_fallback: Callable[[str], None] | None = None  # called with the reason of each fallback
+        self._token = token
+        self._host = address.rsplit(":", 1)[0].strip("[]")
         self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
         options = [
             ("grpc.max_receive_message_length", MAX_CHUNK_BYTES + 64 * 1024),
@@ -91,13 +107,26 @@ class WeightSubscriber:
 
     async def updates(self) -> AsyncGenerator[WeightUpdate, None]:
         """Each new version, forever (until ``close()``)."""
+        bulk = self.bulk
         while not self._closed.is_set():
             try:
-                async for update in self._subscribe_once():
-                    self._backoff.reset()
-                    self.last_version = update.version
-                    yield update
+                back_to_bulk = False
+                async with contextlib.aclosing(self._subscribe_once(bulk)) as subscription:
+                    async for update in subscription:
+                        self._backoff.reset()
+                        self.last_version = update.version
+                        yield update
+                        if bulk != self.bulk:  # one version took the chunks after a data-plane failure
+                            back_to_bulk = True
+                            break
+                if back_to_bulk:
+                    bulk = True
+                    continue
                 self._log_failure(grpc.StatusCode.OK, "stream ended")
+            except _BulkFailedError as exc:
+                self._fall_back(exc)
+                bulk = False  # at once, no backoff: the gRPC side is fine
+                continue
             except grpc.aio.AioRpcError as exc:
                 if self._closed.is_set():
                     return
@@ -113,20 +142,60 @@ class WeightSubscriber:
             self._call.cancel()
         await self._channel.close()
 
-    async def _subscribe_once(self) -> AsyncIterator[WeightUpdate]:
+    async def _subscribe_once(self, bulk: bool) -> AsyncGenerator[WeightUpdate, None]:
         request = weights_pb2.SubscribeRequest(
-            subscriber_id=self.subscriber_id, fingerprint=self.fingerprint, after_version=self.last_version
+            subscriber_id=self.subscriber_id, fingerprint=self.fingerprint, after_version=self.last_version, bulk=bulk
         )
         call = self._call = self._stub.Subscribe(request, metadata=self._metadata)
         assembler = Assembler(self.max_version_bytes)
         try:
             async for chunk in call:
+                if chunk.bulk_port:
+                    update = await self._fetch(chunk)
+                    if update is not None:
+                        yield update
+                    continue
                 done = assembler.add(chunk)
                 if done is not None:
                     assembler = Assembler(self.max_version_bytes)
                     yield WeightUpdate(done.version, done.fingerprint, done.payload)
         finally:
             call.cancel()  # no-op when it already ended; frees the stream when the caller stopped early
+
+    async def _fetch(self, announcement: weights_pb2.WeightChunk) -> WeightUpdate | None:
+        """The announced version from the data plane; None when it was already superseded (the
+        stream announces the newer one next). Raises ``_BulkFailedError`` for anything else."""
+        a = announcement
+        if a.total_bytes > self.max_version_bytes:
+            raise _BulkFailedError("too_large", f"announced {a.total_bytes} bytes > max_version_bytes", a.version)
+        try:
+            received = await bulk_plane.fetch(
+                self._host,
+                a.bulk_port,
+                a.version,
+                self._token,
+                total_bytes=a.total_bytes,
+                timeout_s=self.bulk_timeout_s,
+            )
+            payload = bytes(received)  # decoders want bytes; one copy per version on this side
+        except bulk_plane.FetchError as exc:
+            if exc.status == bulk_plane.Status.GONE:
+                log.info("announced version already superseded, waiting for the next", extra={"version": a.version})
+                return None
+            reason = exc.status.name.lower() if exc.status is not None else "fetch"
+            raise _BulkFailedError(reason, str(exc), a.version) from None
+        digest = await asyncio.to_thread(_sha256, payload)
+        if digest != a.sha256:
+            raise _BulkFailedError("checksum", f"sha256 {digest} differs from the announced {a.sha256}", a.version)
+        return WeightUpdate(a.version, a.fingerprint, payload)
+
+    def _fall_back(self, exc: _BulkFailedError) -> None:
+        log.warning(
+            "bulk weight fetch failed, taking this version as gRPC chunks",
+            extra={"address": self.address, "version": exc.version, "reason": exc.reason, "error": str(exc)},
+        )
+        if self.on_bulk_fallback is not None:
+            self.on_bulk_fallback(exc.reason)
 
     def _log_failure(self, code: grpc.StatusCode, details: str) -> None:
         level = logging.ERROR if code in _CONFIG_ERRORS else logging.WARNING
@@ -141,3 +210,15 @@ class WeightSubscriber:
                 "retry_within_s": self._backoff.ceiling(),
             },
         )
+
+
+class _BulkFailedError(Exception):
+    """A data-plane fetch failed; ``reason`` labels ``on_bulk_fallback``."""
+
+    def __init__(self, reason: str, message: str, version: int) -> None:
+        super().__init__(message)
+        self.reason, self.version = reason, version
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()

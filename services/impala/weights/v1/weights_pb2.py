@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from impala.tensor.v1 import tensor_pb2 as impala_dot_tensor_dot_v1_dot_tensor__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fimpala/weights/v1/weights.proto\x12\x11impala.weights.v1\x1a\x1dimpala/tensor/v1/tensor.proto\"\x84\x01\n\x0bWeightChunk\x12\x0f\n\x07version\x18\x01 \x01(\x03\x12\x13\n\x0b\x66ingerprint\x18\x02 \x01(\t\x12\r\n\x05index\x18\x03 \x01(\r\x12\r\n\x05\x63ount\x18\x04 \x01(\r\x12\x0c\n\x04\x64\x61ta\x18\x05 \x01(\x0c\x12\x13\n\x0btotal_bytes\x18\x06 \x01(\x04\x12\x0e\n\x06sha256\x18\x07 \x01(\t\"2\n\nPublishAck\x12\x0f\n\x07version\x18\x01 \x01(\x03\x12\x13\n\x0btotal_bytes\x18\x02 \x01(\x04\"U\n\x10SubscribeRequest\x12\x15\n\rsubscriber_id\x18\x01 \x01(\t\x12\x13\n\x0b\x66ingerprint\x18\x02 \x01(\t\x12\x15\n\rafter_version\x18\x03 \x01(\x03\":\n\x07Weights\x12/\n\x07tensors\x18\x01 \x03(\x0b\x32\x1e.impala.weights.v1.NamedTensor\"E\n\x0bNamedTensor\x12\x0c\n\x04name\x18\x01 \x01(\t\x12(\n\x06tensor\x18\x02 \x01(\x0b\x32\x18.impala.tensor.v1.Tensor2\xaf\x01\n\rWeightService\x12J\n\x07Publish\x12\x1e.impala.weights.v1.WeightChunk\x1a\x1d.impala.weights.v1.PublishAck(\x01\x12R\n\tSubscribe\x12#.impala.weights.v1.SubscribeRequest\x1a\x1e.impala.weights.v1.WeightChunk0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fimpala/weights/v1/weights.proto\x12\x11impala.weights.v1\x1a\x1dimpala/tensor/v1/tensor.proto\"\x97\x01\n\x0bWeightChunk\x12\x0f\n\x07version\x18\x01 \x01(\x03\x12\x13\n\x0b\x66ingerprint\x18\x02 \x01(\t\x12\r\n\x05index\x18\x03 \x01(\r\x12\r\n\x05\x63ount\x18\x04 \x01(\r\x12\x0c\n\x04\x64\x61ta\x18\x05 \x01(\x0c\x12\x13\n\x0btotal_bytes\x18\x06 \x01(\x04\x12\x0e\n\x06sha256\x18\x07 \x01(\t\x12\x11\n\tbulk_port\x18\x08 \x01(\r\"2\n\nPublishAck\x12\x0f\n\x07version\x18\x01 \x01(\x03\x12\x13\n\x0btotal_bytes\x18\x02 \x01(\x04\"c\n\x10SubscribeRequest\x12\x15\n\rsubscriber_id\x18\x01 \x01(\t\x12\x13\n\x0b\x66ingerprint\x18\x02 \x01(\t\x12\x15\n\rafter_version\x18\x03 \x01(\x03\x12\x0c\n\x04\x62ulk\x18\x04 \x01(\x08\":\n\x07Weights\x12/\n\x07tensors\x18\x01 \x03(\x0b\x32\x1e.impala.weights.v1.NamedTensor\"E\n\x0bNamedTensor\x12\x0c\n\x04name\x18\x01 \x01(\t\x12(\n\x06tensor\x18\x02 \x01(\x0b\x32\x18.impala.tensor.v1.Tensor2\xaf\x01\n\rWeightService\x12J\n\x07Publish\x12\x1e.impala.weights.v1.WeightChunk\x1a\x1d.impala.weights.v1.PublishAck(\x01\x12R\n\tSubscribe\x12#.impala.weights.v1.SubscribeRequest\x1a\x1e.impala.weights.v1.WeightChunk0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,15 +33,15 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'impala.weights.v1.weights_p
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_WEIGHTCHUNK']._serialized_start=86
-  _globals['_WEIGHTCHUNK']._serialized_end=218
-  _globals['_PUBLISHACK']._serialized_start=220
-  _globals['_PUBLISHACK']._serialized_end=270
-  _globals['_SUBSCRIBEREQUEST']._serialized_start=272
-  _globals['_SUBSCRIBEREQUEST']._serialized_end=357
-  _globals['_WEIGHTS']._serialized_start=359
-  _globals['_WEIGHTS']._serialized_end=417
-  _globals['_NAMEDTENSOR']._serialized_start=419
-  _globals['_NAMEDTENSOR']._serialized_end=488
-  _globals['_WEIGHTSERVICE']._serialized_start=491
-  _globals['_WEIGHTSERVICE']._serialized_end=666
+  _globals['_WEIGHTCHUNK']._serialized_end=237
+  _globals['_PUBLISHACK']._serialized_start=239
+  _globals['_PUBLISHACK']._serialized_end=289
+  _globals['_SUBSCRIBEREQUEST']._serialized_start=291
+  _globals['_SUBSCRIBEREQUEST']._serialized_end=390
+  _globals['_WEIGHTS']._serialized_start=392
+  _globals['_WEIGHTS']._serialized_end=450
+  _globals['_NAMEDTENSOR']._serialized_start=452
+  _globals['_NAMEDTENSOR']._serialized_end=521
+  _globals['_WEIGHTSERVICE']._serialized_start=524
+  _globals['_WEIGHTSERVICE']._serialized_end=699
 # @@protoc_insertion_point(module_scope)

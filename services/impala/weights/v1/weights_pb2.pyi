@@ -32,6 +32,7 @@ class WeightChunk(_message.Message):
     DATA_FIELD_NUMBER: _builtins.int
     TOTAL_BYTES_FIELD_NUMBER: _builtins.int
     SHA256_FIELD_NUMBER: _builtins.int
+    BULK_PORT_FIELD_NUMBER: _builtins.int
     version: _builtins.int
     """policy version, strictly increasing per run, >= 1"""
     fingerprint: _builtins.str
@@ -46,6 +47,12 @@ class WeightChunk(_message.Message):
     """size of the whole serialized Weights message"""
     sha256: _builtins.str
     """hex SHA-256 of the whole serialized Weights message"""
+    bulk_port: _builtins.int
+    """Set only in an announcement (sent instead of the chunks to a subscriber that asked for `bulk`):
+    the TCP port of the bulk data plane on the host the subscriber dialed. An announcement has
+    `count` 0, `index` 0, no `data`, and the version's `total_bytes` and `sha256`, which the
+    subscriber checks the fetched bytes against. 0 in every ordinary chunk.
+    """
     def __init__(
         self,
         *,
@@ -56,10 +63,11 @@ class WeightChunk(_message.Message):
         data: _builtins.bytes = ...,
         total_bytes: _builtins.int = ...,
         sha256: _builtins.str = ...,
+        bulk_port: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["count", b"count", "data", b"data", "fingerprint", b"fingerprint", "index", b"index", "sha256", b"sha256", "total_bytes", b"total_bytes", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bulk_port", b"bulk_port", "count", b"count", "data", b"data", "fingerprint", b"fingerprint", "index", b"index", "sha256", b"sha256", "total_bytes", b"total_bytes", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -96,22 +104,29 @@ class SubscribeRequest(_message.Message):
     SUBSCRIBER_ID_FIELD_NUMBER: _builtins.int
     FINGERPRINT_FIELD_NUMBER: _builtins.int
     AFTER_VERSION_FIELD_NUMBER: _builtins.int
+    BULK_FIELD_NUMBER: _builtins.int
     subscriber_id: _builtins.str
     """for logs and metrics"""
     fingerprint: _builtins.str
     """the subscriber's model fingerprint; a mismatch is FAILED_PRECONDITION"""
     after_version: _builtins.int
     """send only versions newer than this (0 = the current one at once)"""
+    bulk: _builtins.bool
+    """true: "announce each version, I fetch its bytes from the bulk data plane". A service without a
+    data plane (disabled, or TLS configured) ignores it and sends chunks, so a bulk subscriber must
+    handle both. false (the default, and every older subscriber): chunks, exactly as before.
+    """
     def __init__(
         self,
         *,
         subscriber_id: _builtins.str = ...,
         fingerprint: _builtins.str = ...,
         after_version: _builtins.int = ...,
+        bulk: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_version", b"after_version", "fingerprint", b"fingerprint", "subscriber_id", b"subscriber_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_version", b"after_version", "bulk", b"bulk", "fingerprint", b"fingerprint", "subscriber_id", b"subscriber_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -58,7 +58,10 @@ class WeightServiceServicer:
 
     def Subscribe(self, request, context):
         """Service -> subscriber: the newest version at once, then every newer version as it arrives.
-        A slow subscriber skips intermediate versions (latest wins).
+        A slow subscriber skips intermediate versions (latest wins). With `SubscribeRequest.bulk` and a
+        service that offers the bulk data plane, each version comes as one announcement (a WeightChunk
+        with `bulk_port` set, `count` 0 and no data) and the subscriber fetches the bytes over plain TCP
+        (docs/protocol.md, "Weight bulk data plane").
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -37,7 +37,10 @@ class WeightServiceStub:
     """Learner -> service: all chunks of one version, in order. Versions must strictly increase."""
     Subscribe: _grpc.UnaryStreamMultiCallable[_weights_pb2.SubscribeRequest, _weights_pb2.WeightChunk]
     """Service -> subscriber: the newest version at once, then every newer version as it arrives.
-    A slow subscriber skips intermediate versions (latest wins).
+    A slow subscriber skips intermediate versions (latest wins). With `SubscribeRequest.bulk` and a
+    service that offers the bulk data plane, each version comes as one announcement (a WeightChunk
+    with `bulk_port` set, `count` 0 and no data) and the subscriber fetches the bytes over plain TCP
+    (docs/protocol.md, "Weight bulk data plane").
     """
 
 @_typing.type_check_only
@@ -47,7 +50,10 @@ class WeightServiceAsyncStub(WeightServiceStub):
     """Learner -> service: all chunks of one version, in order. Versions must strictly increase."""
     Subscribe: _aio.UnaryStreamMultiCallable[_weights_pb2.SubscribeRequest, _weights_pb2.WeightChunk]  # type: ignore[assignment]
     """Service -> subscriber: the newest version at once, then every newer version as it arrives.
-    A slow subscriber skips intermediate versions (latest wins).
+    A slow subscriber skips intermediate versions (latest wins). With `SubscribeRequest.bulk` and a
+    service that offers the bulk data plane, each version comes as one announcement (a WeightChunk
+    with `bulk_port` set, `count` 0 and no data) and the subscriber fetches the bytes over plain TCP
+    (docs/protocol.md, "Weight bulk data plane").
     """
 
 class WeightServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -66,7 +72,10 @@ class WeightServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_weights_pb2.WeightChunk], _abc.AsyncIterator[_weights_pb2.WeightChunk]]:
         """Service -> subscriber: the newest version at once, then every newer version as it arrives.
-        A slow subscriber skips intermediate versions (latest wins).
+        A slow subscriber skips intermediate versions (latest wins). With `SubscribeRequest.bulk` and a
+        service that offers the bulk data plane, each version comes as one announcement (a WeightChunk
+        with `bulk_port` set, `count` 0 and no data) and the subscriber fetches the bytes over plain TCP
+        (docs/protocol.md, "Weight bulk data plane").
         """
 
 def add_WeightServiceServicer_to_server(servicer: WeightServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

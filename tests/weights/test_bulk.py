@@ -1,0 +1,200 @@
+"""The bulk data plane over real sockets: announcements, fetches, refusals, limits, and the
+subscriber's fallback to gRPC chunks when the bytes it fetched are wrong."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from collections.abc import AsyncIterator, Callable
+
+import grpc
+import pytest
+from prometheus_client import CollectorRegistry
+
+from impala.core.redis_server import RedisServer
+from impala.weights import bulk
+from impala.weights.chunks import WeightVersion
+from impala.weights.server import WeightService
+from impala.weights.v1 import weights_pb2, weights_pb2_grpc
+from tests.support import wait_for
+
+from .harness import TOKEN, running_service, subscriber, take
+
+AUTH = (("authorization", f"Bearer {TOKEN}"),)
+
+
+def commit(service: WeightService, version: int, payload: bytes) -> None:
+    service.store.commit(WeightVersion.build(version, "fp-a", payload, service.settings.chunk_bytes))
+
+
+def refused(registry: CollectorRegistry, reason: str) -> float:
+    return registry.get_sample_value("impala_weights_bulk_refused_total", {"reason": reason}) or 0.0
+
+
+async def until(probe: Callable[[], object], what: str) -> None:
+    """``tests.support.wait_for`` off the loop, so the service keeps running meanwhile."""
+    await asyncio.to_thread(wait_for, probe, timeout_s=10.0, what=what)
+
+
+async def first_message(service: WeightService, *, bulk_requested: bool) -> weights_pb2.WeightChunk:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{service.port}") as channel:
+        call = weights_pb2_grpc.WeightServiceStub(channel).Subscribe(
+            weights_pb2.SubscribeRequest(fingerprint="fp-a", bulk=bulk_requested), metadata=AUTH
+        )
+        message = await call.read()
+        call.cancel()
+    assert isinstance(message, weights_pb2.WeightChunk)
+    return message
+
+
+async def test_bulk_subscribers_get_an_announcement_and_old_ones_the_chunks(redis_server: RedisServer) -> None:
+    payload = os.urandom(100_000)
+    async with running_service(redis_server.url, chunk_bytes=64 * 1024) as (service, _):
+        commit(service, 1, payload)
+        assert service.bulk is not None
+        announcement = await first_message(service, bulk_requested=True)
+        assert (announcement.version, announcement.count, announcement.data) == (1, 0, b"")
+        assert (announcement.total_bytes, announcement.bulk_port) == (len(payload), service.bulk.port)
+        assert announcement.sha256 == service.store.latest.sha256  # type: ignore[union-attr]
+
+        chunk = await first_message(service, bulk_requested=False)
+        assert (chunk.index, chunk.count, chunk.bulk_port, chunk.data) == (0, 2, 0, payload[: 64 * 1024])
+
+        fetched = await bulk.fetch("127.0.0.1", service.bulk.port, 1, TOKEN, total_bytes=len(payload), timeout_s=10)
+        assert fetched == payload
+
+
+@pytest.mark.parametrize("use_bulk", [True, False])
+async def test_several_subscribers_hold_each_version_byte_exact(redis_server: RedisServer, use_bulk: bool) -> None:
+    async with running_service(redis_server.url) as (service, registry):
+        fallbacks: list[str] = []
+        subs = [subscriber(service, subscriber_id=f"pool-{i}", bulk=use_bulk) for i in range(4)]
+        for sub in subs:
+            sub.on_bulk_fallback = fallbacks.append
+        try:
+            for version in (1, 2):
+                payload = os.urandom(3_000_000 + version)
+                waiting = [asyncio.create_task(take(s, 1)) for s in subs]
+                commit(service, version, payload)
+                got = await asyncio.gather(*waiting)
+                assert [[(u.version, u.fingerprint, u.payload) for u in g] for g in got] == [
+                    [(version, "fp-a", payload)]
+                ] * 4
+        finally:
+            for sub in subs:
+                await sub.close()
+        assert fallbacks == []
+        assert registry.get_sample_value("impala_weights_sent_total") == 8
+        assert not any(refused(registry, r) for r in ("unauthenticated", "malformed", "busy", "disconnected"))
+
+
+@pytest.mark.parametrize("token", ["", "wrong-token-0123456789"])
+async def test_fetch_without_the_token_is_refused(redis_server: RedisServer, token: str) -> None:
+    async with running_service(redis_server.url) as (service, registry):
+        commit(service, 1, b"secret weights")
+        assert service.bulk is not None
+        with pytest.raises(bulk.FetchError) as info:
+            await bulk.fetch("127.0.0.1", service.bulk.port, 1, token, total_bytes=14, timeout_s=10)
+        assert info.value.status == bulk.Status.UNAUTHENTICATED
+        assert refused(registry, "unauthenticated") == 1
+        assert registry.get_sample_value("impala_weights_sent_total") == 0
+
+
+async def test_superseded_version_is_gone(redis_server: RedisServer) -> None:
+    async with running_service(redis_server.url) as (service, registry):
+        assert service.bulk is not None
+        port = service.bulk.port
+        with pytest.raises(bulk.FetchError) as nothing_yet:
+            await bulk.fetch("127.0.0.1", port, 0, TOKEN, total_bytes=0, timeout_s=10)
+        commit(service, 1, b"one")
+        commit(service, 2, b"two")
+        with pytest.raises(bulk.FetchError) as superseded:
+            await bulk.fetch("127.0.0.1", port, 1, TOKEN, total_bytes=3, timeout_s=10)
+        assert nothing_yet.value.status == superseded.value.status == bulk.Status.GONE
+        assert await bulk.fetch("127.0.0.1", port, 2, TOKEN, total_bytes=3, timeout_s=10) == b"two"
+        assert refused(registry, "gone") == 2
+
+
+async def test_slow_malformed_and_excess_connections_are_refused(redis_server: RedisServer) -> None:
+    limits = {"bulk_max_connections": 1, "bulk_request_timeout_s": 0.2}
+    async with running_service(redis_server.url, **limits) as (service, registry):
+        commit(service, 1, b"one")
+        assert service.bulk is not None
+        address = ("127.0.0.1", service.bulk.port)
+        silent_reader, silent = await asyncio.open_connection(*address)
+        await until(lambda: len(service.bulk._fetches) == 1, "the silent connection")  # type: ignore[union-attr]
+        with pytest.raises(bulk.FetchError) as busy:
+            await bulk.fetch(*address, 1, TOKEN, total_bytes=3, timeout_s=10)
+        assert busy.value.status == bulk.Status.BUSY
+        assert await silent_reader.read() == b""  # dropped after the request timeout, without a response
+        silent.close()
+        assert refused(registry, "timeout") == 1
+        garbage_reader, garbage = await asyncio.open_connection(*address)
+        garbage.write(b"GET / HTTP/1.1\r\n\r\n")
+        magic, status, _, _ = bulk.RESPONSE.unpack(await garbage_reader.readexactly(bulk.RESPONSE.size))
+        garbage.close()
+        assert (magic, status) == (bulk.MAGIC, bulk.Status.MALFORMED)
+        assert (refused(registry, "busy"), refused(registry, "malformed")) == (1, 1)
+        assert await bulk.fetch(*address, 1, TOKEN, total_bytes=3, timeout_s=10) == b"one"  # still serving
+
+
+@contextlib.asynccontextmanager
+async def lying_data_plane(answer: Callable[[bytes], bytes], payloads: dict[int, bytes]) -> AsyncIterator[int]:
+    """A data plane on its own socket that answers a request for version v with ``answer(payloads[v])``
+    under a header announcing the true length."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        _, version, token_len = bulk.REQUEST.unpack(await reader.readexactly(bulk.REQUEST.size))
+        await reader.readexactly(token_len)
+        writer.write(bulk.RESPONSE.pack(bulk.MAGIC, bulk.Status.OK, version, len(payloads[version])))
+        writer.write(answer(payloads[version]))
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    async with server:
+        yield server.sockets[0].getsockname()[1]
+
+
+def flip_one_byte(payload: bytes) -> bytes:
+    return payload[:100] + bytes([payload[100] ^ 0xFF]) + payload[101:]
+
+
+def cut_short(payload: bytes) -> bytes:
+    return payload[: len(payload) // 2]
+
+
+@pytest.mark.parametrize(("answer", "reason"), [(flip_one_byte, "checksum"), (cut_short, "fetch")])
+async def test_wrong_bulk_bytes_fall_back_to_chunks(
+    redis_server: RedisServer, answer: Callable[[bytes], bytes], reason: str
+) -> None:
+    payloads: dict[int, bytes] = {}
+    async with running_service(redis_server.url) as (service, _), lying_data_plane(answer, payloads) as liar_port:
+        service.servicer.bulk_port = liar_port  # announcements now send subscribers to the liar
+        fallbacks: list[str] = []
+        sub = subscriber(service)
+        sub.on_bulk_fallback = fallbacks.append
+        updates = sub.updates()
+        try:
+            for version in (1, 2):
+                payload = payloads[version] = os.urandom(1_000_000)
+                commit(service, version, payload)
+                update = await asyncio.wait_for(anext(updates), 10)
+                assert (update.version, update.payload) == (version, payload)
+        finally:
+            await updates.aclose()
+            await sub.close()
+        assert fallbacks == [reason, reason]  # once per version: each new subscription tries bulk again
+
+
+async def test_a_subscriber_that_stops_reading_is_cut_off(redis_server: RedisServer) -> None:
+    async with running_service(redis_server.url, bulk_send_timeout_s=0.3) as (service, registry):
+        commit(service, 1, bytes(64 * 1024 * 1024))  # far more than the socket buffers hold
+        assert service.bulk is not None
+        _, writer = await asyncio.open_connection("127.0.0.1", service.bulk.port)
+        writer.write(bulk.request(1, TOKEN))  # ... and never reads
+        await until(lambda: refused(registry, "send_timeout") == 1, "the send timeout")
+        assert await bulk.fetch("127.0.0.1", service.bulk.port, 1, TOKEN, total_bytes=64 * 1024 * 1024, timeout_s=30)
+        writer.close()
+        assert registry.get_sample_value("impala_weights_sent_total") == 1
