@@ -2,7 +2,8 @@
 
 Requests queue on the event loop; one runner task takes them into a batch until the batch is full,
 every connected stream has a request in it, or ``timeout_s`` has passed since the first one. The
-forward pass runs on a dedicated thread so the loop keeps reading streams meanwhile.
+forward pass runs on a dedicated thread so the loop keeps reading streams meanwhile; the thread hands each
+result back with one ``call_soon_threadsafe`` per batch.
 """
 
 from __future__ import annotations
@@ -103,20 +104,49 @@ class DynamicBatcher:
             if not live:
                 continue
             obs, done, state = self._collate(live)
-            started = time.perf_counter()
-            try:
-                result, swapped = await loop.run_in_executor(self._executor, self.policy.act, obs, done, state)
-            except Exception as err:  # a model failure must not hang every client
-                for request in live:
-                    if not request.future.done():
-                        request.future.set_exception(err)
-                continue
-            self.metrics.inference_latency.observe(time.perf_counter() - started)
-            self.metrics.inference_batch_size.observe(obs.shape[0])
-            if swapped:
-                self.metrics.weight_updates.inc()
-                self.metrics.policy_version.set(result.version)
-            self._scatter(live, result)
+            # The inference thread answers the whole batch with one call_soon_threadsafe (one loop
+            # wake-up per batch); ``free`` resolves in the same callback, so the next batch forms then.
+            free: asyncio.Future[None] = loop.create_future()
+            self._executor.submit(self._act, loop, live, free, obs, done, state)
+            await free
+
+    def _act(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        batch: list[_Request],
+        free: asyncio.Future[None],
+        obs: npt.NDArray[np.generic],
+        done: npt.NDArray[np.bool_],
+        state: State,
+    ) -> None:
+        """On the inference thread: the forward pass, then one hand-off of its result to the loop."""
+        started = time.perf_counter()
+        try:
+            result, swapped = self.policy.act(obs, done, state)
+        except Exception as err:  # a model failure must not hang every client
+            loop.call_soon_threadsafe(self._fail, batch, free, err)
+            return
+        loop.call_soon_threadsafe(self._deliver, batch, free, result, swapped, time.perf_counter() - started)
+
+    def _deliver(
+        self, batch: list[_Request], free: asyncio.Future[None], result: ActResult, swapped: bool, seconds: float
+    ) -> None:
+        self.metrics.inference_latency.observe(seconds)
+        self.metrics.inference_batch_size.observe(result.action.shape[0])
+        if swapped:
+            self.metrics.weight_updates.inc()
+            self.metrics.policy_version.set(result.version)
+        self._scatter(batch, result)
+        if not free.done():
+            free.set_result(None)
+
+    @staticmethod
+    def _fail(batch: list[_Request], free: asyncio.Future[None], err: Exception) -> None:
+        for request in batch:
+            if not request.future.done():
+                request.future.set_exception(err)
+        if not free.done():
+            free.set_result(None)
 
     def _collate(self, batch: list[_Request]) -> tuple[npt.NDArray[np.generic], npt.NDArray[np.bool_], State]:
         # Always copy into the reused buffer: message views are read-only and torch wants writable memory.

@@ -27,7 +27,7 @@ from impala.actorpool.policy import ActResult
 from impala.actorpool.rollout_builder import StreamRollouts
 from impala.actorpool.sinks import RolloutSink
 from impala.actorpool.v1 import actorpool_pb2
-from impala.actorpool.validation import EnvSpec, StepInput, check_hello, check_step, unexpected
+from impala.actorpool.validation import EnvSpec, StepChecker, StepInput, check_hello, unexpected
 from impala.buffer.producer import ProducerClosedError
 from impala.core import tensors
 
@@ -80,6 +80,9 @@ class Session:
         self.rollouts: StreamRollouts | None = None
         self.state: State = ()
         self.last_values: npt.NDArray[np.float32] | None = None
+        self.checker: StepChecker | None = None
+        # One reply message per stream, refilled every step (gRPC serializes it inside ``write``).
+        self.reply = actorpool_pb2.AgentMessage()
 
     async def handshake(self) -> None:
         msg = await self._read(self.pool.config.handshake_timeout_s, "Hello")
@@ -89,6 +92,8 @@ class Session:
         E = self.num_envs = msg.hello.num_envs
         policy = self.pool.batcher.policy
         self.state = policy.initial_state(E)
+        self.checker = StepChecker(self.pool.spec, E)
+        tensors.encode(np.zeros(E, dtype=np.int64), out=self.reply.actions.actions)
         self.rollouts = StreamRollouts(
             unroll_length=self.pool.config.unroll_length,
             num_envs=E,
@@ -110,6 +115,8 @@ class Session:
     async def run(self) -> None:
         """Serve steps until the client closes the stream or the pool drains."""
         first = True
+        assert self.checker is not None
+        actions = self.reply.actions
         while not self.pool.draining.is_set():
             msg = await self._read(self.pool.config.idle_timeout_s, "Step")
             if msg is None:
@@ -117,7 +124,7 @@ class Session:
             received = time.perf_counter()
             if msg.WhichOneof("kind") != "step":
                 raise unexpected("Hello may be sent only once, as the first message")
-            step = check_step(msg.step, self.pool.spec, self.num_envs, first=first)
+            step = self.checker.check(msg.step, first=first)
             state_in = self._reset(self.state, step.ended)  # the core state where episodes (re)start
             try:
                 result = await self._infer(step, state_in)
@@ -131,10 +138,9 @@ class Session:
             if self.pool.draining.is_set():
                 return  # recorded; the stream ends with UNAVAILABLE instead of a reply
             await self.pool.control.wait_running()
-            reply = actorpool_pb2.Actions(
-                actions=tensors.encode(result.action[: self.num_envs]), policy_version=result.version
-            )
-            await self.context.write(actorpool_pb2.AgentMessage(actions=reply))
+            actions.actions.data = result.action[: self.num_envs].astype("<i8", copy=False).tobytes()
+            actions.policy_version = result.version
+            await self.context.write(self.reply)
             self.pool.metrics.action_latency.observe(time.perf_counter() - received)
 
     async def finish(self) -> None:
