@@ -7,21 +7,28 @@ entry ids to acknowledge and the slot back. The child acknowledges before it rea
 is acked only after the optimizer step that used it (at-least-once); a slot is rewritten only after
 the parent returned it.
 
-Messages over one duplex pipe, parent -> child: ``("free", slot, ids to acknowledge)``,
-``("version", policy_version)`` (when it changed: stale rollouts are screened against it),
-``("stop", ids to acknowledge)``; child -> parent: ``("ready", slot, ids, env_steps, versions, episode_returns,
-episode_lengths)``, ``("dropped", reason, count)``, ``("error", traceback)``. The child exits on
-``stop`` (after acknowledging what it was told to) and when the parent's end closes (parent died:
-nothing more is acknowledged; its pending entries are re-read by the next learner of this name).
-On 2 cores, the in-thread alternative cost 1.2–1.7 ms of GIL time per 1.3 ms CartPole update
+Messages over one duplex pipe, parent -> child: ``("free", slots, ids to acknowledge)``,
+``("stop", ids to acknowledge)``; child -> parent: ``("ready", slot, ids, env_steps, versions,
+episode_returns, episode_lengths)``, ``("dropped", reason, count)``, ``("error", traceback)``. The
+learner's policy version (stale rollouts are screened against it) is a shared integer the parent writes
+and the child reads: no message. The child exits on ``stop`` (after acknowledging what it was told to)
+and when the parent's end closes (parent died: nothing more is acknowledged; its pending entries are
+re-read by the next learner of this name).
+
+Every message to a child that waits for it wakes it, and on these VMs the waker pays for that wake-up
+(~47 µs of the training thread's CPU per message, measured): the parent returns slots ``RETURN_EVERY``
+at a time, and whatever it holds before it would wait for a batch. On 2 cores, the in-thread
+alternative cost 1.2–1.7 ms of GIL time per 1.3 ms CartPole update
 (docs/adr/0011-learner-decode-process.md).
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 import multiprocessing
+import select
 import signal
 import traceback
 from collections import deque
@@ -45,6 +52,7 @@ from impala.learner.prefetch import BatchFiller, Prepared
 
 log = logging.getLogger(__name__)
 
+RETURN_EVERY = 4  # slots handed back to the child per message (before a wait: whatever is held)
 _STOP_S = 5.0  # how long a stopping child may take (a read waits at most block_ms) before it is killed
 
 
@@ -76,8 +84,9 @@ class DecodeProcess:
         config: the child's consumer and decoder settings.
         device: where ``learn_step`` runs; batches are copied there from shared memory when not CPU.
         metrics: drop counters, incremented here from the child's reports.
-        current_version: the learner's policy version now (sent to the child to screen stale rollouts).
-        depth: ready batches waiting at most; ``depth + 2`` slots are shared (one filling, one learning).
+        current_version: the learner's policy version now (shared with the child, which screens stale rollouts).
+        depth: ready batches waiting at most; ``depth + RETURN_EVERY`` slots are shared (the ones
+            being filled or held by the parent before it returns them, and the one it learns from).
     """
 
     def __init__(
@@ -92,25 +101,29 @@ class DecodeProcess:
         self.config, self.metrics, self._version = config, metrics, current_version
         self.device = torch.device(device)
         blank = [blank_record(config.spec, config.unroll_length)] * config.batch_size
-        self.slots = [_shared(collate(blank, "cpu")) for _ in range(depth + 2)]
+        self.slots = [_shared(collate(blank, "cpu")) for _ in range(depth + RETURN_EVERY)]
         self._on_device: Batch | None = None
         context = multiprocessing.get_context("spawn")
         self._conn, child_conn = context.Pipe(duplex=True)
+        self._shared_version = context.RawValue(ctypes.c_int64, current_version())
         self._process = context.Process(
-            target=serve, args=(child_conn, config, self.slots), name="learner-decode", daemon=True
+            target=serve,
+            args=(child_conn, config, self.slots, self._shared_version),
+            name="learner-decode",
+            daemon=True,
         )
         self._child_conn = child_conn
-        self._sent_version: int | None = None
         self._acks: list[str] = []
+        self._held: list[int] = []  # slots learned from, not yet handed back
+        self._readable = select.poll()  # Connection.poll builds a selector per call: ~15 µs
+        self._readable.register(self._conn.fileno(), select.POLLIN)
 
     def start(self) -> None:
         """Start the child and hand it every slot."""
         self._process.start()
         self._child_conn.close()  # the child holds it now: its exit closes the pipe
         log.info("decode process started", extra={"pid": self._process.pid, "slots": len(self.slots)})
-        self._sync_version()
-        for slot in range(len(self.slots)):
-            self._send(("free", slot, []))
+        self._send(("free", list(range(len(self.slots))), []))
 
     @property
     def pid(self) -> int | None:
@@ -119,8 +132,10 @@ class DecodeProcess:
 
     def get(self, timeout_s: float) -> Prepared[Batch] | None:
         """The next ready batch, or None after ``timeout_s``; raises ``DecodeProcessError`` when the child failed."""
-        self._sync_version()
-        while self._conn.poll(timeout_s):
+        self._shared_version.value = self._version()
+        if self._held and not self._ready(0.0):
+            self._return_held()  # about to wait: the child may be waiting for these slots
+        while self._ready(timeout_s):
             try:
                 message = self._conn.recv()
             except EOFError:
@@ -135,25 +150,27 @@ class DecodeProcess:
             timeout_s = 0.0
         return None
 
+    def _ready(self, timeout_s: float) -> bool:
+        return bool(self._readable.poll(timeout_s * 1000))
+
     def ack(self, ids: Sequence[str]) -> int:
-        """Queue the acknowledgement of a learned batch: it goes to the child with the next ``recycle``
-        (or ``stop``), which sends it to Redis in the round trip of its next read."""
+        """Queue the acknowledgement of a learned batch: it goes to the child with the slots it returns
+        (or with ``stop``), which sends it to Redis in the round trip of its next read."""
         self._acks += ids
         return len(ids)
 
     def recycle(self, prepared: Prepared[Batch]) -> None:
-        """Give a slot back once its learn step is over, with the queued acks (and the new version,
-        when it changed)."""
-        self._sync_version()
-        acks, self._acks = self._acks, []
-        self._send(("free", prepared.slot, acks))
+        """Give a slot back once its learn step is over (with the queued acks, ``RETURN_EVERY`` slots
+        at a time), and show the child the learner's policy version now."""
+        self._shared_version.value = self._version()
+        self._held.append(prepared.slot)
+        if len(self._held) >= RETURN_EVERY:
+            self._return_held()
 
-    def _sync_version(self) -> None:
-        """Tell the child the learner's policy version when it changed (it screens stale rollouts)."""
-        version = self._version()
-        if version != self._sent_version:
-            self._send(("version", version))
-            self._sent_version = version
+    def _return_held(self) -> None:
+        slots, self._held = self._held, []
+        acks, self._acks = self._acks, []
+        self._send(("free", slots, acks))
 
     def stop(self, timeout_s: float = _STOP_S) -> None:
         """Let the child acknowledge what it was told to and exit; kill it if it does not in time."""
@@ -218,7 +235,7 @@ def _copy(host: Batch, device: torch.device, out: Batch | None) -> Batch:
     return out
 
 
-def serve(conn: Connection, config: DecodeConfig, slots: list[Batch]) -> None:
+def serve(conn: Connection, config: DecodeConfig, slots: list[Batch], version: ctypes.c_int64) -> None:
     """The child's main: fill free slots until told to stop or the parent is gone."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop (and acks first)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
@@ -227,7 +244,7 @@ def serve(conn: Connection, config: DecodeConfig, slots: list[Batch]) -> None:
     consumer = RolloutConsumer(
         config.redis_url, RunKeys(config.run), consumer=config.consumer, claim_idle_s=config.claim_idle_s
     )
-    worker = _Worker(conn, consumer, config, slots)
+    worker = _Worker(conn, consumer, config, slots, version)
     try:
         worker.run()
     except (EOFError, BrokenPipeError, ConnectionResetError):
@@ -241,11 +258,17 @@ def serve(conn: Connection, config: DecodeConfig, slots: list[Batch]) -> None:
 
 
 class _Worker:
-    def __init__(self, conn: Connection, consumer: RolloutConsumer, config: DecodeConfig, slots: list[Batch]) -> None:
-        self.conn, self.consumer, self.slots = conn, consumer, slots
+    def __init__(
+        self,
+        conn: Connection,
+        consumer: RolloutConsumer,
+        config: DecodeConfig,
+        slots: list[Batch],
+        version: ctypes.c_int64,
+    ) -> None:
+        self.conn, self.consumer, self.slots, self.version = conn, consumer, slots, version
         self.free: deque[int] = deque()
         self.to_ack: list[str] = []
-        self.version = 0
         self.stopping = False
 
         def on_drop(reason: str, count: int) -> None:
@@ -288,9 +311,8 @@ class _Worker:
             )
 
     def _current_version(self) -> int:
-        """The newest version the parent sent (taking waiting messages first)."""
-        self._receive(block=False)
-        return self.version
+        """The learner's policy version now."""
+        return int(self.version.value)
 
     def _poll_stop(self) -> bool:
         self._receive(block=False)
@@ -310,10 +332,8 @@ class _Worker:
             block = False
             message = self.conn.recv()
             if message[0] == "free":
-                self.free.append(message[1])
+                self.free.extend(message[1])
                 self.to_ack += message[2]
-            elif message[0] == "version":
-                self.version = message[1]
             else:
                 self.to_ack += message[1]
                 self.stopping = True
