@@ -43,8 +43,9 @@ async def test_full_sink_delays_replies_instead_of_dropping() -> None:
             assert len(taken) == 2 and sink.shed == 0
 
 
-async def test_many_clients_with_different_num_envs() -> None:
-    async with running_pool(unroll_length=4) as (pool, sink):
+@pytest.mark.parametrize("inference", ["inline", "thread"])
+async def test_many_clients_with_different_num_envs(inference: str) -> None:
+    async with running_pool(unroll_length=4, inference=inference) as (pool, sink):
         async with grpc.aio.insecure_channel(f"127.0.0.1:{pool.port}") as channel:
 
             async def drive(num_envs: int, steps: int) -> int:

@@ -7,6 +7,7 @@ import dataclasses
 
 import grpc
 import numpy as np
+import pytest
 
 from tests.actorpool.harness import SPEC, ScriptedClient, decoded, obs_for, running_pool
 
@@ -14,9 +15,10 @@ LSTM_SPEC = dataclasses.replace(SPEC, use_lstm=True)
 T = 3
 
 
-async def test_core_state_is_kept_per_slot_reset_at_episode_start_and_recorded() -> None:
+@pytest.mark.parametrize("inference", ["inline", "thread"])
+async def test_core_state_is_kept_per_slot_reset_at_episode_start_and_recorded(inference: str) -> None:
     E = 2
-    async with running_pool(spec=LSTM_SPEC, unroll_length=T) as (pool, sink):
+    async with running_pool(spec=LSTM_SPEC, unroll_length=T, inference=inference) as (pool, sink):
         async with grpc.aio.insecure_channel(f"127.0.0.1:{pool.port}") as channel:
             client = ScriptedClient(channel, E)
             await client.hello()

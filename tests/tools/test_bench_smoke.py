@@ -15,7 +15,7 @@ from impala.tools.bench.report import BENCHES, Figure
 EXPECTED = {
     "ingress": ["ingress cartpole 1 env/msg × 2 streams", "ingress atari 16 env/msg × 2 streams"],
     "buffer": ["buffer cartpole", "buffer atari"],
-    "learner": ["learner cartpole T=", "learner atari T=80 B=8"],
+    "learner": ["learner cartpole T=", "learner cartpole T=", "learner atari T=80 B=8", "learner atari T=80 B=8"],
     "weights": [
         f"weights 6.4 MB → {n} subscriber{'s' if n > 1 else ''}, {what}"
         for n in (1, 4, 16)

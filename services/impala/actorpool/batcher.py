@@ -1,9 +1,13 @@
 """Dynamic batching of inference requests from all client streams (torchbeast's DynamicBatcher idea).
 
 Requests queue on the event loop; one runner task takes them into a batch until the batch is full,
-every connected stream has a request in it, or ``timeout_s`` has passed since the first one. The
-forward pass runs on a dedicated thread so the loop keeps reading streams meanwhile; the thread hands each
-result back with one ``call_soon_threadsafe`` per batch.
+every connected stream has a request in it, or neither a pass of the loop brought a new one nor is
+there time left of ``timeout_s`` since the first one (docs/adr/0012-inline-acting.md).
+
+The forward pass runs either on the loop itself (``inline``: no GIL hand-offs, the loop's work and the
+model's never compete; best for small models on CPU) or on a dedicated thread (the loop keeps reading
+streams meanwhile: for a GPU, whose forward pass waits on the device); the thread hands each result
+back with one ``call_soon_threadsafe`` per batch.
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ class DynamicBatcher:
         max_batch_size: int,
         timeout_s: float,
         metrics: PoolMetrics,
+        inline: bool = True,
     ) -> None:
         self.policy = policy
         self.max_batch_size = max_batch_size
@@ -53,7 +58,7 @@ class DynamicBatcher:
         self.waiting_streams: Callable[[], int] = lambda: 1
         self._queue: asyncio.Queue[_Request] = asyncio.Queue()
         self._carry: _Request | None = None
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
+        self._executor = None if inline else ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
         self._task: asyncio.Task[None] | None = None
         self._obs_buf: npt.NDArray[np.generic] | None = None
 
@@ -65,7 +70,8 @@ class DynamicBatcher:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        self._executor.shutdown(wait=True)
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
 
     async def infer(self, obs: npt.NDArray[np.generic], done: npt.NDArray[np.bool_], state: State) -> ActResult:
         """Queue ``obs`` ([N, *obs]) for the next batch and wait for its rows of the result."""
@@ -74,21 +80,33 @@ class DynamicBatcher:
         return await future
 
     async def _next_batch(self) -> list[_Request]:
-        """Take what is queued now (up to the batch size). Requests arriving while a forward pass runs
-        queue up for the next one, so batches grow with load and add no latency when idle. Only when
-        fewer streams than are connected have a request in, wait up to ``timeout_s`` for the rest."""
+        """Take what is queued (up to the batch size), and more while passes of the loop bring more:
+        requests whose messages have already arrived join, and a lone request waits one pass only.
+        When fewer streams than are connected have a request in, wait up to ``timeout_s`` (since the
+        first request) for the rest."""
         first = self._carry or await self._queue.get()
         self._carry = None
         batch, rows = [first], first.rows
         deadline = time.monotonic() + self.timeout_s
+        grew = True
         while rows < self.max_batch_size:
-            try:
-                nxt = self._queue.get_nowait()
-            except asyncio.QueueEmpty:
-                if len(batch) >= self.waiting_streams() or time.monotonic() >= deadline:
+            if self._queue.empty():
+                if len(batch) >= self.waiting_streams():
                     break
-                await asyncio.sleep(0)  # let other streams' reads run; costs no latency when they have none
-                continue
+                if grew:  # one more pass of the loop: reads that are ready now queue their requests
+                    grew = False
+                    await asyncio.sleep(0)
+                    continue
+                if (left := deadline - time.monotonic()) <= 0:
+                    break
+                try:
+                    async with asyncio.timeout(left):
+                        nxt = await self._queue.get()
+                except TimeoutError:
+                    break
+            else:
+                nxt = self._queue.get_nowait()
+            grew = True
             if rows + nxt.rows > self.max_batch_size:
                 self._carry = nxt
                 break
@@ -104,11 +122,25 @@ class DynamicBatcher:
             if not live:
                 continue
             obs, done, state = self._collate(live)
+            if self._executor is None:
+                self._act_inline(live, obs, done, state)
+                continue
             # The inference thread answers the whole batch with one call_soon_threadsafe (one loop
             # wake-up per batch); ``free`` resolves in the same callback, so the next batch forms then.
             free: asyncio.Future[None] = loop.create_future()
             self._executor.submit(self._act, loop, live, free, obs, done, state)
             await free
+
+    def _act_inline(
+        self, batch: list[_Request], obs: npt.NDArray[np.generic], done: npt.NDArray[np.bool_], state: State
+    ) -> None:
+        started = time.perf_counter()
+        try:
+            result, swapped = self.policy.act(obs, done, state)
+        except Exception as err:  # a model failure must not hang every client
+            self._fail(batch, None, err)
+            return
+        self._deliver(batch, None, result, swapped, time.perf_counter() - started)
 
     def _act(
         self,
@@ -129,7 +161,12 @@ class DynamicBatcher:
         loop.call_soon_threadsafe(self._deliver, batch, free, result, swapped, time.perf_counter() - started)
 
     def _deliver(
-        self, batch: list[_Request], free: asyncio.Future[None], result: ActResult, swapped: bool, seconds: float
+        self,
+        batch: list[_Request],
+        free: asyncio.Future[None] | None,
+        result: ActResult,
+        swapped: bool,
+        seconds: float,
     ) -> None:
         self.metrics.inference_latency.observe(seconds)
         self.metrics.inference_batch_size.observe(result.action.shape[0])
@@ -137,15 +174,15 @@ class DynamicBatcher:
             self.metrics.weight_updates.inc()
             self.metrics.policy_version.set(result.version)
         self._scatter(batch, result)
-        if not free.done():
+        if free is not None and not free.done():
             free.set_result(None)
 
     @staticmethod
-    def _fail(batch: list[_Request], free: asyncio.Future[None], err: Exception) -> None:
+    def _fail(batch: list[_Request], free: asyncio.Future[None] | None, err: Exception) -> None:
         for request in batch:
             if not request.future.done():
                 request.future.set_exception(err)
-        if not free.done():
+        if free is not None and not free.done():
             free.set_result(None)
 
     def _collate(self, batch: list[_Request]) -> tuple[npt.NDArray[np.generic], npt.NDArray[np.bool_], State]:

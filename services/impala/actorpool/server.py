@@ -137,8 +137,13 @@ def build_actorpool(
     """Assemble a pool; call ``await pool.start()`` to listen (port 0 picks a free one)."""
     metrics = PoolMetrics.create(registry or CollectorRegistry())
     pool_id = pool_id or settings.pool_id or default_pool_id()
+    inline = settings.inference == "inline" or (settings.inference == "auto" and policy.device.type == "cpu")
     batcher = DynamicBatcher(
-        policy, max_batch_size=settings.max_batch_size, timeout_s=settings.batch_timeout_s, metrics=metrics
+        policy,
+        max_batch_size=settings.max_batch_size,
+        timeout_s=settings.batch_timeout_s,
+        metrics=metrics,
+        inline=inline,
     )
     control = PoolControl(
         redis=redis,

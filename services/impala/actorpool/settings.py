@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Self
+from typing import Literal, Self
 
 from pydantic import Field, model_validator
 
@@ -19,10 +19,20 @@ class ActorPoolSettings(TokenSettings, ModelSettings):
     unroll_length: int = Field(80, ge=1, le=10_000, description="T, steps per rollout.")
     max_batch_size: int = Field(1024, ge=1, le=65_536, description="Most env observations in one inference pass.")
     batch_timeout_s: float = Field(
-        0.0,
+        0.001,
         ge=0.0,
         le=1.0,
-        description="Longest wait for a fuller inference batch; 0 = run what is queued whenever the model is free.",
+        description=(
+            "Longest wait for streams missing from an inference batch (since its first request); "
+            "0 = run what one more pass of the event loop brings."
+        ),
+    )
+    inference: Literal["auto", "inline", "thread"] = Field(
+        "auto",
+        description=(
+            "Where the forward pass runs: inline on the event loop (small models on CPU), or on its own "
+            "thread (the loop keeps reading streams while a GPU works); auto = inline on CPU, thread on CUDA."
+        ),
     )
     max_envs_per_client: int = Field(256, ge=1, le=65_536, description="Largest num_envs a client may declare.")
     max_clients: int = Field(1024, ge=1, le=100_000, description="Most concurrent client streams; more are refused.")

@@ -1,0 +1,77 @@
+"""A policy's one-step forward pass as a TorchScript trace: what ``impala export`` writes to a file and
+what the ActorPool acts with (one call runs every op in C++ and holds the GIL once instead of once per
+op; CartPole MLP at B=8: 68 → 36 µs).
+
+- feed-forward models: ``logits, value = traced(obs)`` with ``obs`` ``[B, *obs_shape]`` (float32, or
+  uint8 for pixels: the scaling by 1/255 is inside), ``logits`` ``[B, A]``, ``value`` ``[B]``;
+- LSTM models: ``logits, value, h, c = traced(obs, h, c)`` with ``h``, ``c`` ``[B, hidden]``; the caller
+  zeroes an env's row when its episode starts.
+
+The batch size stays dynamic, and the trace shares the model's parameters: ``load_state_dict`` on the
+model reaches it.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+from torch import Tensor, nn
+
+from impala.core.models import ModelSpec, Policy
+
+
+class FeedForwardPolicy(nn.Module):
+    """``[B, *obs]`` → logits ``[B, A]``, value ``[B]``: the time-major model run for one step."""
+
+    def __init__(self, policy: Policy) -> None:
+        super().__init__()
+        self.policy = policy
+
+    def forward(self, obs: Tensor) -> tuple[Tensor, Tensor]:
+        done = torch.zeros(1, obs.shape[0], dtype=torch.bool, device=obs.device)
+        out = self.policy(obs.unsqueeze(0), done)
+        return out.logits[0], out.baseline[0]
+
+
+class RecurrentPolicy(nn.Module):
+    """``[B, *obs]``, ``h``, ``c`` → logits, value, next ``h``, ``c``; the caller resets state at episode starts."""
+
+    def __init__(self, policy: Policy) -> None:
+        super().__init__()
+        self.policy = policy
+
+    def forward(self, obs: Tensor, h: Tensor, c: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        done = torch.zeros(1, obs.shape[0], dtype=torch.bool, device=obs.device)
+        out = self.policy(obs.unsqueeze(0), done, (h, c))
+        h_next, c_next = out.core_state
+        return out.logits[0], out.baseline[0], h_next, c_next
+
+
+def one_step(model: Policy) -> nn.Module:
+    """The eager module that ``trace`` traces (the same signature)."""
+    wrapper: nn.Module = RecurrentPolicy(model) if model.spec.use_lstm else FeedForwardPolicy(model)
+    return wrapper.eval()
+
+
+def example_inputs(spec: ModelSpec, batch_size: int = 2, device: torch.device | str = "cpu") -> tuple[Tensor, ...]:
+    """Inputs of the one-step module's ``forward`` for ``spec``."""
+    dtype = torch.uint8 if spec.observation_dtype == "uint8" else torch.float32
+    obs = torch.zeros((batch_size, *spec.observation_shape), dtype=dtype, device=device)
+    if not spec.use_lstm:
+        return (obs,)
+    return obs, *(torch.zeros(batch_size, spec.hidden_size, device=device) for _ in range(2))
+
+
+def trace(model: Policy, device: torch.device | str = "cpu") -> torch.jit.ScriptModule:
+    """``model``'s one-step forward pass traced on ``device`` (where the model is)."""
+    with warnings.catch_warnings():
+        # torch 2.13 marks TorchScript deprecated; it is still the format libtorch (C++) and plain
+        # torch load without the defining code, and its executor is what makes acting cheap.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        # nn.LSTM's input checks convert tensors to bools while tracing; they do not change the graph.
+        warnings.filterwarnings("ignore", message="Converting a tensor to a Python boolean")
+        traced: torch.jit.ScriptModule = torch.jit.trace(  # type: ignore[no-untyped-call]
+            one_step(model), example_inputs(model.spec, device=device), check_trace=False
+        )
+    return traced
