@@ -12,7 +12,7 @@ import pytest
 from impala.actorpool.v1 import actorpool_pb2
 from impala.core import tensors
 from impala.tensor.v1 import tensor_pb2
-from tests.actorpool.harness import ScriptedClient, obs_for, running_pool
+from tests.actorpool.harness import ScriptedClient, decoded, obs_for, running_pool
 
 E = 2
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
@@ -179,3 +179,19 @@ async def test_client_that_never_says_hello_is_dropped() -> None:
             assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
             assert "no Hello received within 0.2s" in (err.value.details() or "")
             assert not pool.servicer.sessions
+
+
+async def test_client_that_stops_stepping_is_dropped_and_its_partial_rollout_ships() -> None:
+    async with running_pool(idle_timeout_s=0.3) as (pool, sink):
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{pool.port}") as channel:
+            client = ScriptedClient(channel, E)
+            await client.hello()
+            await client.step(obs_for(np.zeros(E), np.zeros(E), E))
+            await client.step(obs_for(np.zeros(E), np.ones(E), E), [1.0] * E)
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await client.call.read()  # sends nothing more: the pool ends the stream
+            assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+            assert "no Step received within 0.3s" in (err.value.details() or "")
+        records = decoded(sink)
+        assert len(records) == E and all(r.length == 1 for r in records)
+        assert not pool.servicer.sessions and pool.servicer.connected == 0

@@ -81,6 +81,8 @@ class ActorPool:
     async def start(self) -> int:
         self.batcher.start()
         self.control.start()
+        tick = min(1.0, self.settings.handshake_timeout_s / 4, self.settings.idle_timeout_s / 4)
+        self._tasks.append(asyncio.create_task(self.servicer.expire_late_reads(tick), name="read-timeouts"))
         if self.weight_updates is not None:
             self._tasks.append(asyncio.create_task(self._follow_weights(self.weight_updates), name="weights"))
         self.port = await self.server.start()

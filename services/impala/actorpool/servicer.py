@@ -36,7 +36,7 @@ class ActorPoolServicer(actorpool_pb2_grpc.ActorPoolServicer):
         self.idle.clear()
         # A client that half-closes and then cancels can leave context.read() waiting forever; when the
         # RPC is over for gRPC, end the handler too (its finally still ships the partial rollouts).
-        handler = asyncio.current_task()
+        handler = session.task = asyncio.current_task()
         done = False
 
         def rpc_over(_context: Context) -> None:
@@ -84,6 +84,16 @@ class ActorPoolServicer(actorpool_pb2_grpc.ActorPoolServicer):
                 extra={"session": session_id, "code": error.code.name, "reason": error.reason, "detail": error.message},
             )
         await context.abort(error.code, error.message)
+
+    async def expire_late_reads(self, tick_s: float) -> None:
+        """Every ``tick_s``, end the streams whose awaited message is past its timeout
+        (``Session.expire``): a stream is dropped between its timeout and its timeout plus ``tick_s``."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(tick_s)
+            now = loop.time()
+            for session in list(self.sessions):
+                session.expire(now)
 
     def waiting_streams(self) -> int:
         return max(1, self.connected)
