@@ -111,6 +111,8 @@ class StreamRollouts:
     def _count_episodes(self, reward: npt.NDArray[np.float32], ended: npt.NDArray[np.bool_]) -> None:
         self.ep_return += reward
         self.ep_length += 1
+        if not ended.any():  # most steps: no index arrays to build
+            return
         for i in np.flatnonzero(ended):
             self.episodes[i].append((float(self.ep_return[i]), int(self.ep_length[i])))
         self.ep_return[ended] = 0.0

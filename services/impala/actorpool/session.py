@@ -206,7 +206,8 @@ class Session:
         E = self.num_envs
         if not first:
             bootstrap = np.zeros(E, dtype=np.float32)
-            bootstrap[step.truncated] = result.baseline[E:]
+            if len(result.baseline) > E:  # V(final observation) of the truncated slots follows the E rows
+                bootstrap[step.truncated] = result.baseline[E:]
             payloads = self.rollouts.transition(
                 step.reward, step.terminated, step.truncated, bootstrap, step.observation
             )
