@@ -43,8 +43,12 @@ async def running_pool(
         await pool.stop()
 
 
+def decode(payload: bytes) -> RolloutRecord:
+    return from_proto(rollout_pb2.Rollout.FromString(payload))
+
+
 def decoded(sink: MemorySink) -> list[RolloutRecord]:
-    return [from_proto(rollout_pb2.Rollout.FromString(p)) for p in sink.items]
+    return [decode(p) for p in sink.items]
 
 
 class ScriptedClient:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from impala.actorpool.sinks import MemorySink
-from tests.actorpool.harness import ScriptedClient, make_step, obs_for, running_pool
+from tests.actorpool.harness import ScriptedClient, decode, make_step, obs_for, running_pool
 
 
 async def test_pause_holds_replies_and_resume_releases_them() -> None:
@@ -32,15 +32,40 @@ async def test_full_sink_delays_replies_instead_of_dropping() -> None:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{pool.port}") as channel:
             client = ScriptedClient(channel, 2)  # 2 rollouts per unroll: the second blocks
             await client.hello()
-            for t in range(2):
+            # Step 2 completes the first unroll. Its reply goes out before the record ships, and the
+            # stream's next Step is read only after the ship: that reply is the one held.
+            for t in range(3):
                 await client.step(obs_for(np.zeros(2), np.full(2, t), 2), [1.0, 1.0] if t else None)
-            blocked = asyncio.create_task(client.step(obs_for(np.zeros(2), np.full(2, 2), 2), [1.0, 1.0]))
+            blocked = asyncio.create_task(client.step(obs_for(np.zeros(2), np.full(2, 3), 2), [1.0, 1.0]))
             await asyncio.sleep(0.3)
             assert not blocked.done() and len(sink.items) == 1
             taken = await sink.take()
             assert (await asyncio.wait_for(blocked, 5)).shape == (2,)
             taken += await sink.take()
             assert len(taken) == 2 and sink.shed == 0
+
+
+async def test_rollouts_waiting_for_a_full_sink_survive_the_client_leaving() -> None:
+    sink = MemorySink(capacity=1)
+    async with running_pool(sink=sink, unroll_length=2) as (pool, _):
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{pool.port}") as channel:
+            client = ScriptedClient(channel, 2)
+            await client.hello()
+            for t in range(3):  # step 2 completes the unroll: one rollout stored, the other waits for space
+                await client.step(obs_for(np.zeros(2), np.full(2, t), 2), [1.0, 1.0] if t else None)
+            await asyncio.sleep(0.2)
+            assert len(sink.items) == 1
+            client.call.cancel()  # the client leaves while its stream waits on the sink
+            for _ in range(100):
+                if not pool.servicer.sessions:
+                    break
+                await asyncio.sleep(0.02)
+            assert not pool.servicer.sessions
+            taken = await sink.take()
+            await asyncio.sleep(0.1)  # the waiting put stores once there is space
+            taken += await sink.take()
+        assert len(taken) == 2 and {r.env_index for r in map(decode, taken)} == {0, 1}
+        assert pool.servicer.pool.stats.rollouts_produced == 2 and pool.servicer.pool.stats.rollouts_shed == 0
 
 
 @pytest.mark.parametrize("inference", ["inline", "thread"])

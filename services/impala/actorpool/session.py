@@ -141,15 +141,20 @@ class Session:
                 # step's transition is still recorded before the partial rollout ships.
                 await self._record(step, await asyncio.shield(self._infer(step, state_in)), state_in, first)
                 raise
-            await self._record(step, result, state_in, first)
+            # The reply goes out before the transition is recorded, so the client steps its envs while the
+            # pool records; the record runs whatever happens to the reply (cancel, drain, a broken stream).
+            # A full sink still holds the stream: its next Step is read only after the record shipped.
+            try:
+                if self.pool.draining.is_set():
+                    return  # recorded below; the stream ends with UNAVAILABLE instead of a reply
+                await self.pool.control.wait_running()
+                actions.actions.data = result.action[: self.num_envs].astype("<i8", copy=False).tobytes()
+                actions.policy_version = result.version
+                await self.context.write(self.reply)
+                self.pool.metrics.action_latency.observe(time.perf_counter() - received)
+            finally:
+                await self._record(step, result, state_in, first)
             first = False
-            if self.pool.draining.is_set():
-                return  # recorded; the stream ends with UNAVAILABLE instead of a reply
-            await self.pool.control.wait_running()
-            actions.actions.data = result.action[: self.num_envs].astype("<i8", copy=False).tobytes()
-            actions.policy_version = result.version
-            await self.context.write(self.reply)
-            self.pool.metrics.action_latency.observe(time.perf_counter() - received)
 
     async def finish(self) -> None:
         """Ship every slot's partial rollout (truncated at the last observation)."""
@@ -202,8 +207,11 @@ class Session:
         return result
 
     async def _record(self, step: StepInput, result: ActResult, state_in: State, first: bool) -> None:
+        """Record the transition into this step and the action taken at it, then ship what completed.
+        Everything before the one await is synchronous, so a cancel cannot leave the builder half done."""
         assert self.rollouts is not None
         E = self.num_envs
+        payloads: list[bytes] = []
         if not first:
             bootstrap = np.zeros(E, dtype=np.float32)
             if len(result.baseline) > E:  # V(final observation) of the truncated slots follows the E rows
@@ -213,10 +221,10 @@ class Session:
             )
             self.pool.metrics.env_steps.inc(E)
             self.pool.stats.env_steps += E
-            await self._ship(payloads, partial=False)
         self.rollouts.act(step.observation, result.action[:E], result.logits[:E], result.version, state_in)
         self.state = tuple(s[:E] for s in result.state)
         self.last_values = result.baseline[:E]
+        await self._ship(payloads, partial=False)
 
     @staticmethod
     def _reset(state: State, ended: npt.NDArray[np.bool_]) -> State:
@@ -225,19 +233,36 @@ class Session:
         return tuple(np.where(ended.reshape(-1, *([1] * (s.ndim - 1))), 0.0, s).astype(np.float32) for s in state)
 
     async def _ship(self, payloads: list[bytes], *, partial: bool) -> None:
+        """Hand rollouts to the sink, waiting while it is full. The put is shielded: a stream cancelled
+        meanwhile (client gone, pool stopping) leaves it running, and it is accounted when it ends."""
         if not payloads:
             return
+        put = asyncio.ensure_future(self.pool.sink.put_many(payloads))
         try:
-            stored = await self.pool.sink.put_many(payloads)
-        except ProducerClosedError:
+            await asyncio.shield(put)
+        except asyncio.CancelledError:
+            if put.done():
+                self._account(put, len(payloads), partial)
+            else:
+                put.add_done_callback(lambda done: self._account(done, len(payloads), partial))
+            raise
+        self._account(put, len(payloads), partial)
+
+    def _account(self, put: asyncio.Future[int], count: int, partial: bool) -> None:
+        if put.cancelled():
+            stored = 0
+            log.warning("rollouts lost: shipping cancelled", extra={"session": self.session_id, "rollouts": count})
+        elif isinstance(put.exception(), ProducerClosedError):
             # The pool is shutting down while the buffer is full: these never reach Redis. Say so.
             stored = 0
             log.warning(
                 "rollouts lost at shutdown: buffer full",
-                extra={"session": self.session_id, "rollouts": len(payloads), "partial": partial},
+                extra={"session": self.session_id, "rollouts": count, "partial": partial},
             )
+        else:
+            stored = put.result()  # any other error is the sink's bug: raise it where it is seen
         self.pool.metrics.rollouts_produced.labels(partial=str(partial).lower()).inc(stored)
         self.pool.stats.rollouts_produced += stored
-        if stored < len(payloads):
-            self.pool.stats.rollouts_shed += len(payloads) - stored
-            self.pool.metrics.rollouts_shed.inc(len(payloads) - stored)
+        if stored < count:
+            self.pool.stats.rollouts_shed += count - stored
+            self.pool.metrics.rollouts_shed.inc(count - stored)
