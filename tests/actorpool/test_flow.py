@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import grpc
 import numpy as np
@@ -30,19 +31,18 @@ async def test_full_sink_delays_replies_instead_of_dropping() -> None:
     sink = MemorySink(capacity=1)
     async with running_pool(sink=sink, unroll_length=2) as (pool, _):
         async with grpc.aio.insecure_channel(f"127.0.0.1:{pool.port}") as channel:
-            client = ScriptedClient(channel, 2)  # 2 rollouts per unroll: the second blocks
+            client = ScriptedClient(channel, 2)  # 2 rollouts per unroll
             await client.hello()
-            # Step 2 completes the first unroll. Its reply goes out before the record ships, and the
-            # stream's next Step is read only after the ship: that reply is the one held.
-            for t in range(3):
+            for t in range(4):  # step 2 stores the first unroll's rollouts: the sink is full from then on
                 await client.step(obs_for(np.zeros(2), np.full(2, t), 2), [1.0, 1.0] if t else None)
-            blocked = asyncio.create_task(client.step(obs_for(np.zeros(2), np.full(2, 3), 2), [1.0, 1.0]))
+            # Step 4 completes the second unroll: its rollouts ship before its reply, and they wait.
+            blocked = asyncio.create_task(client.step(obs_for(np.zeros(2), np.full(2, 4), 2), [1.0, 1.0]))
             await asyncio.sleep(0.3)
-            assert not blocked.done() and len(sink.items) == 1
+            assert not blocked.done() and len(sink.items) == 2
             taken = await sink.take()
             assert (await asyncio.wait_for(blocked, 5)).shape == (2,)
             taken += await sink.take()
-            assert len(taken) == 2 and sink.shed == 0
+            assert len(taken) == 4 and sink.shed == 0
 
 
 async def test_rollouts_waiting_for_a_full_sink_survive_the_client_leaving() -> None:
@@ -51,21 +51,29 @@ async def test_rollouts_waiting_for_a_full_sink_survive_the_client_leaving() -> 
         async with grpc.aio.insecure_channel(f"127.0.0.1:{pool.port}") as channel:
             client = ScriptedClient(channel, 2)
             await client.hello()
-            for t in range(3):  # step 2 completes the unroll: one rollout stored, the other waits for space
+            for t in range(4):  # the first unroll's rollouts fill the sink
                 await client.step(obs_for(np.zeros(2), np.full(2, t), 2), [1.0, 1.0] if t else None)
+            # Step 4 completes the second unroll: its rollouts wait for space (and so does the reply).
+            pending = asyncio.create_task(client.step(obs_for(np.zeros(2), np.full(2, 4), 2), [1.0, 1.0]))
             await asyncio.sleep(0.2)
-            assert len(sink.items) == 1
+            assert len(sink.items) == 2 and not pending.done()
             client.call.cancel()  # the client leaves while its stream waits on the sink
+            with contextlib.suppress(asyncio.CancelledError, grpc.aio.AioRpcError):
+                await pending
             for _ in range(100):
                 if not pool.servicer.sessions:
                     break
                 await asyncio.sleep(0.02)
             assert not pool.servicer.sessions
             taken = await sink.take()
-            await asyncio.sleep(0.1)  # the waiting put stores once there is space
+            for _ in range(100):  # the waiting rollouts are stored once there is space
+                if sink.items:
+                    break
+                await asyncio.sleep(0.02)
             taken += await sink.take()
-        assert len(taken) == 2 and {r.env_index for r in map(decode, taken)} == {0, 1}
-        assert pool.servicer.pool.stats.rollouts_produced == 2 and pool.servicer.pool.stats.rollouts_shed == 0
+        records = [decode(payload) for payload in taken]
+        assert sorted((float(r.observation[0, 1]), r.env_index) for r in records) == [(0, 0), (0, 1), (2, 0), (2, 1)]
+        assert pool.servicer.pool.stats.rollouts_produced == 4 and pool.servicer.pool.stats.rollouts_shed == 0
 
 
 @pytest.mark.parametrize("inference", ["inline", "thread"])

@@ -124,7 +124,6 @@ class Session:
         """Serve steps until the client closes the stream or the pool drains."""
         first = True
         assert self.checker is not None
-        actions = self.reply.actions
         while not self.pool.draining.is_set():
             msg = await self._read(self.pool.config.idle_timeout_s, "Step")
             if msg is None:
@@ -141,20 +140,24 @@ class Session:
                 # step's transition is still recorded before the partial rollout ships.
                 await self._record(step, await asyncio.shield(self._infer(step, state_in)), state_in, first)
                 raise
-            # The reply goes out before the transition is recorded, so the client steps its envs while the
-            # pool records; the record runs whatever happens to the reply (cancel, drain, a broken stream).
-            # A full sink still holds the stream: its next Step is read only after the record shipped.
-            try:
-                if self.pool.draining.is_set():
-                    return  # recorded below; the stream ends with UNAVAILABLE instead of a reply
-                await self.pool.control.wait_running()
-                actions.actions.data = result.action[: self.num_envs].astype("<i8", copy=False).tobytes()
-                actions.policy_version = result.version
-                await self.context.write(self.reply)
-                self.pool.metrics.action_latency.observe(time.perf_counter() - received)
-            finally:
-                await self._record(step, result, state_in, first)
+            # Recorded before the reply: a full buffer holds this reply (backpressure), and streams stay
+            # in step with each other, which keeps inference batches full (docs/adr/0012-inline-acting.md).
+            await self._record(step, result, state_in, first)
+            if not await self._reply(result, received):
+                return  # recorded; the stream ends with UNAVAILABLE instead of a reply
             first = False
+
+    async def _reply(self, result: ActResult, received: float) -> bool:
+        """Send the actions (held while paused); False, sending nothing, when the pool drains."""
+        if self.pool.draining.is_set():
+            return False
+        await self.pool.control.wait_running()
+        actions = self.reply.actions
+        actions.actions.data = result.action[: self.num_envs].astype("<i8", copy=False).tobytes()
+        actions.policy_version = result.version
+        await self.context.write(self.reply)
+        self.pool.metrics.action_latency.observe(time.perf_counter() - received)
+        return True
 
     async def finish(self) -> None:
         """Ship every slot's partial rollout (truncated at the last observation)."""
@@ -233,34 +236,43 @@ class Session:
         return tuple(np.where(ended.reshape(-1, *([1] * (s.ndim - 1))), 0.0, s).astype(np.float32) for s in state)
 
     async def _ship(self, payloads: list[bytes], *, partial: bool) -> None:
-        """Hand rollouts to the sink, waiting while it is full. The put is shielded: a stream cancelled
-        meanwhile (client gone, pool stopping) leaves it running, and it is accounted when it ends."""
+        """Hand rollouts to the sink, waiting while it is full. A stream cancelled meanwhile (client gone,
+        pool stopping) puts them again in a background task, accounted when it ends: nothing is lost
+        without a count. (A cancel in the middle of the sink's round trip may store them twice: the
+        buffer is at-least-once, as its retries are.) Not a shielded task from the start: a sink that
+        stores at once would then cost a pass of the loop, which let streams drift apart (ADR 0012)."""
         if not payloads:
             return
-        put = asyncio.ensure_future(self.pool.sink.put_many(payloads))
         try:
-            await asyncio.shield(put)
+            stored = await self.pool.sink.put_many(payloads)
         except asyncio.CancelledError:
-            if put.done():
-                self._account(put, len(payloads), partial)
-            else:
-                put.add_done_callback(lambda done: self._account(done, len(payloads), partial))
+            put = asyncio.ensure_future(self.pool.sink.put_many(payloads))
+            put.add_done_callback(lambda done: self._account(done, len(payloads), partial))
             raise
-        self._account(put, len(payloads), partial)
+        except ProducerClosedError:
+            stored = self._lost_at_shutdown(len(payloads), partial)
+        self._count(stored, len(payloads), partial)
 
     def _account(self, put: asyncio.Future[int], count: int, partial: bool) -> None:
+        """Count a background put once it ended."""
         if put.cancelled():
-            stored = 0
             log.warning("rollouts lost: shipping cancelled", extra={"session": self.session_id, "rollouts": count})
-        elif isinstance(put.exception(), ProducerClosedError):
-            # The pool is shutting down while the buffer is full: these never reach Redis. Say so.
             stored = 0
-            log.warning(
-                "rollouts lost at shutdown: buffer full",
-                extra={"session": self.session_id, "rollouts": count, "partial": partial},
-            )
+        elif isinstance(put.exception(), ProducerClosedError):
+            stored = self._lost_at_shutdown(count, partial)
         else:
             stored = put.result()  # any other error is the sink's bug: raise it where it is seen
+        self._count(stored, count, partial)
+
+    def _lost_at_shutdown(self, count: int, partial: bool) -> int:
+        # The pool is shutting down while the buffer is full: these never reach Redis. Say so.
+        log.warning(
+            "rollouts lost at shutdown: buffer full",
+            extra={"session": self.session_id, "rollouts": count, "partial": partial},
+        )
+        return 0
+
+    def _count(self, stored: int, count: int, partial: bool) -> None:
         self.pool.metrics.rollouts_produced.labels(partial=str(partial).lower()).inc(stored)
         self.pool.stats.rollouts_produced += stored
         if stored < count:

@@ -41,7 +41,16 @@ class MemorySink:
             return True
 
     async def put_many(self, payloads: Sequence[bytes]) -> int:
-        return sum([await self.put(payload) for payload in payloads])
+        """All or nothing, as ``RolloutProducer.put_many``: wait while full, then store them all (the
+        capacity is exceeded by at most one call's rollouts); when shedding, shed them all."""
+        async with self._space:
+            if self.capacity and len(self.items) >= self.capacity:
+                if self.shed_when_full:
+                    self.shed += len(payloads)
+                    return 0
+                await self._space.wait_for(lambda: len(self.items) < self.capacity)
+            self.items.extend(payloads)
+            return len(payloads)
 
     async def take(self, count: int | None = None) -> list[bytes]:
         """Remove and return up to ``count`` items (all when None), waking blocked producers."""
