@@ -123,24 +123,13 @@ class DynamicBatcher:
                 continue
             obs, done, state = self._collate(live)
             if self._executor is None:
-                self._act_inline(live, obs, done, state)
+                self._answer(live, self._forward(obs, done, state))
                 continue
             # The inference thread answers the whole batch with one call_soon_threadsafe (one loop
             # wake-up per batch); ``free`` resolves in the same callback, so the next batch forms then.
             free: asyncio.Future[None] = loop.create_future()
             self._executor.submit(self._act, loop, live, free, obs, done, state)
             await free
-
-    def _act_inline(
-        self, batch: list[_Request], obs: npt.NDArray[np.generic], done: npt.NDArray[np.bool_], state: State
-    ) -> None:
-        started = time.perf_counter()
-        try:
-            result, swapped = self.policy.act(obs, done, state)
-        except Exception as err:  # a model failure must not hang every client
-            self._fail(batch, None, err)
-            return
-        self._deliver(batch, None, result, swapped, time.perf_counter() - started)
 
     def _act(
         self,
@@ -151,39 +140,41 @@ class DynamicBatcher:
         done: npt.NDArray[np.bool_],
         state: State,
     ) -> None:
-        """On the inference thread: the forward pass, then one hand-off of its result to the loop."""
+        """On the inference thread: the forward pass, then one hand-off of its outcome to the loop."""
+        outcome = self._forward(obs, done, state)
+
+        def hand_back() -> None:
+            self._answer(batch, outcome)
+            if not free.done():
+                free.set_result(None)
+
+        loop.call_soon_threadsafe(hand_back)
+
+    def _forward(
+        self, obs: npt.NDArray[np.generic], done: npt.NDArray[np.bool_], state: State
+    ) -> tuple[ActResult, bool, float] | Exception:
+        """The forward pass: (result, weights swapped, seconds), or the error it raised."""
         started = time.perf_counter()
         try:
             result, swapped = self.policy.act(obs, done, state)
         except Exception as err:  # a model failure must not hang every client
-            loop.call_soon_threadsafe(self._fail, batch, free, err)
-            return
-        loop.call_soon_threadsafe(self._deliver, batch, free, result, swapped, time.perf_counter() - started)
+            return err
+        return result, swapped, time.perf_counter() - started
 
-    def _deliver(
-        self,
-        batch: list[_Request],
-        free: asyncio.Future[None] | None,
-        result: ActResult,
-        swapped: bool,
-        seconds: float,
-    ) -> None:
+    def _answer(self, batch: list[_Request], outcome: tuple[ActResult, bool, float] | Exception) -> None:
+        """On the loop: each request gets its rows of the result (or the error), and the metrics."""
+        if isinstance(outcome, Exception):
+            for request in batch:
+                if not request.future.done():
+                    request.future.set_exception(outcome)
+            return
+        result, swapped, seconds = outcome
         self.metrics.inference_latency.observe(seconds)
         self.metrics.inference_batch_size.observe(result.action.shape[0])
         if swapped:
             self.metrics.weight_updates.inc()
             self.metrics.policy_version.set(result.version)
         self._scatter(batch, result)
-        if free is not None and not free.done():
-            free.set_result(None)
-
-    @staticmethod
-    def _fail(batch: list[_Request], free: asyncio.Future[None] | None, err: Exception) -> None:
-        for request in batch:
-            if not request.future.done():
-                request.future.set_exception(err)
-        if free is not None and not free.done():
-            free.set_result(None)
 
     def _collate(self, batch: list[_Request]) -> tuple[npt.NDArray[np.generic], npt.NDArray[np.bool_], State]:
         # Always copy into the reused buffer: message views are read-only and torch wants writable memory.

@@ -165,13 +165,11 @@ class Session:
             await self._ship(self.rollouts.close(self.last_values), partial=True)
             self.rollouts = None
 
-    def expire(self, now: float) -> bool:
+    def expire(self, now: float) -> None:
         """End the stream when the message it waits for is late (called by the pool's sweeper)."""
-        if now < self.read_deadline or self.task is None or self._timed_out:
-            return False
-        self._timed_out = True
-        self.task.cancel()
-        return True
+        if now >= self.read_deadline and self.task is not None and not self._timed_out:
+            self._timed_out = True
+            self.task.cancel()
 
     async def _read(self, timeout_s: float, what: str) -> actorpool_pb2.EnvMessage | None:
         self.read_deadline = self._loop.time() + timeout_s

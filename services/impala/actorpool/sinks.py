@@ -31,14 +31,7 @@ class MemorySink:
         self._space = asyncio.Condition()
 
     async def put(self, payload: bytes) -> bool:
-        async with self._space:
-            if self.capacity and len(self.items) >= self.capacity:
-                if self.shed_when_full:
-                    self.shed += 1
-                    return False
-                await self._space.wait_for(lambda: len(self.items) < self.capacity)
-            self.items.append(payload)
-            return True
+        return await self.put_many([payload]) == 1
 
     async def put_many(self, payloads: Sequence[bytes]) -> int:
         """All or nothing, as ``RolloutProducer.put_many``: wait while full, then store them all (the
