@@ -26,7 +26,7 @@ from impala.core.batch import TIME_FIELDS, Batch
 from impala.core.models import ModelSpec
 from impala.core.rollouts import RolloutRecord
 from impala.core.tensors import TensorError
-from impala.learner.decoding import rollout_decoder
+from impala.learner.decoding import blank_record, rollout_decoder
 from impala.rollout.v1 import rollout_pb2
 from impala.tensor.v1 import tensor_pb2
 
@@ -71,20 +71,11 @@ class BatchDecoder:
     def __init__(self, spec: ModelSpec, unroll_length: int) -> None:
         T, self.unroll_length, self.num_actions = unroll_length, unroll_length, spec.num_actions
         self.float_observation = np.issubdtype(np.dtype(spec.observation_dtype), np.floating)
-        shapes: dict[str, tuple[tuple[int, ...], npt.DTypeLike]] = {
-            "observation": ((T + 1, *spec.observation_shape), spec.observation_dtype),
-            "action": ((T,), np.int64),
-            "behaviour_logits": ((T, spec.num_actions), np.float32),
-            "reward": ((T,), np.float32),
-            "terminated": ((T,), np.bool_),
-            "truncated": ((T,), np.bool_),
-            "bootstrap_value": ((T,), np.float32),
-            "mask": ((T,), np.bool_),
-            "policy_versions": ((T,), np.int64),
-        }
-        self.fields = tuple(_field(name, shape, dtype) for name, (shape, dtype) in shapes.items())
-        state = _field("initial_core_state", (spec.hidden_size,), np.float32)
-        self.states = (state, state) if spec.use_lstm else ()
+        blank = blank_record(spec, unroll_length)  # the one place the accepted shapes and dtypes are written
+        self.fields = tuple(
+            _field(name, getattr(blank, name).shape, getattr(blank, name).dtype) for name in TIME_FIELDS
+        )
+        self.states = tuple(_field(f"state{i}", s.shape, s.dtype) for i, s in enumerate(blank.initial_core_state))
         self._arbiter = rollout_decoder(spec, unroll_length)
         self._steps = np.arange(T)[None, :]
 
@@ -158,8 +149,7 @@ class BatchDecoder:
         """Each field of the new entries as one ``[k, *shape]`` array (one copy of the bytes)."""
         k, stacked = len(gathered), {}
         for j, f in enumerate((*self.fields, *self.states)):
-            array = np.frombuffer(b"".join(data[j] for data in gathered), dtype=f.dtype).reshape(k, *f.shape)
-            stacked[f.name if f.name != "initial_core_state" else f"state{j - len(self.fields)}"] = array
+            stacked[f.name] = np.frombuffer(b"".join(data[j] for data in gathered), dtype=f.dtype).reshape(k, *f.shape)
         return stacked
 
     def _write(
@@ -185,7 +175,7 @@ class BatchDecoder:
         mask, action = stacked["mask"], stacked["action"]  # [k, T]
         ok = ~(mask != (self._steps < lengths[:, None])).any(axis=1)
         ok &= ~(((action < 0) | (action >= self.num_actions)) & mask).any(axis=1)
-        floats = [*_FLOATS, *(name for name in stacked if name.startswith("state"))]
+        floats = [*_FLOATS, *(f.name for f in self.states)]
         if self.float_observation:
             floats.append("observation")
         for name in floats:

@@ -200,7 +200,7 @@ class DecodeProcess:
         if self.device.type != "cpu":
             self._on_device = _copy(batch, self.device, self._on_device)
             batch = self._on_device
-        return Prepared(batch, ids, env_steps, versions, episode_returns, slot=slot)
+        return Prepared(batch, ids, env_steps, versions, slot=slot)
 
     def _send(self, message: tuple[Any, ...]) -> None:
         try:
@@ -289,9 +289,6 @@ class _Worker:
             if self.stopping:
                 self._flush_acks()
                 return
-            if not self.free:
-                self._flush_acks()  # every slot is out: acknowledge now rather than at the next read
-                continue
             slot = self.free[0]
             prepared = self.filler.fill(self.slots[slot], self._current_version, self._poll_stop)
             if prepared is None:
@@ -305,7 +302,7 @@ class _Worker:
                     prepared.ids,
                     prepared.env_steps,
                     prepared.versions,
-                    prepared.episode_returns,
+                    batch.episode_returns,
                     batch.episode_lengths,
                 )
             )

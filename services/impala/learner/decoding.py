@@ -19,9 +19,9 @@ from impala.rollout.v1 import rollout_pb2
 
 def rollout_decoder(spec: ModelSpec, unroll_length: int) -> Callable[[bytes], RolloutRecord]:
     """payload -> record; raises ``TensorError`` (or protobuf's ``DecodeError``) for what cannot be learned from."""
-    observation_shape = (unroll_length + 1, *spec.observation_shape)
-    observation_dtype = np.dtype(spec.observation_dtype)
-    state_shapes = ((spec.hidden_size,), (spec.hidden_size,)) if spec.use_lstm else ()
+    blank = blank_record(spec, unroll_length)
+    observation_shape, observation_dtype = blank.observation.shape, blank.observation.dtype
+    state_shapes = tuple(s.shape for s in blank.initial_core_state)
 
     def decode(payload: bytes) -> RolloutRecord:
         record = from_proto(rollout_pb2.Rollout.FromString(payload), unroll_length=unroll_length)

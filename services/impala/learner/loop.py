@@ -113,7 +113,7 @@ class TrainingLoop:
         m.steps.inc()
         m.env_steps.inc(prepared.env_steps)
         m.rollouts_consumed.inc(len(prepared.ids))
-        m.episodes.inc(self.progress.record_episodes(prepared.episode_returns))
+        m.episodes.inc(self.progress.record_episodes(prepared.batch.episode_returns))
         m.episode_return_mean.set(self.progress.return_mean)
         for term, key in _LOSS_TERMS.items():
             m.loss.labels(term=term).set(stats[key])

@@ -8,7 +8,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
 from impala.core.batch import Batch
@@ -39,7 +39,6 @@ class Prepared(Generic[B]):
     ids: list[str]
     env_steps: int  # valid (unmasked) steps, i.e. the sum of the rollout lengths
     versions: list[int]  # oldest acting policy version of each rollout
-    episode_returns: list[float] = field(default_factory=list)
     slot: int = -1  # which shared buffer holds the batch (decode process); -1 when not shared
 
 
@@ -115,7 +114,6 @@ class BatchFiller:
             ids=[i for i in ids if i is not None],
             env_steps=sum(c.length for c in accepted),
             versions=[c.policy_version for c in accepted],
-            episode_returns=list(out.episode_returns),
         )
 
     def _is_stale(self, now: int, version: int) -> bool:

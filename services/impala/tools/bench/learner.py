@@ -95,7 +95,7 @@ class InMemoryFeed:
         batch = self.batches[self.served % len(self.batches)]
         self.served += 1
         ids = [f"{self.served}-{b}" for b in range(batch.reward.shape[1])]
-        return Prepared(batch, ids, int(batch.mask.sum()), [0] * len(ids), list(batch.episode_returns))
+        return Prepared(batch, ids, batch.num_steps, [0] * len(ids))
 
     def ack(self, ids: Sequence[str]) -> int:
         return len(ids)
