@@ -198,3 +198,21 @@ async def test_a_subscriber_that_stops_reading_is_cut_off(redis_server: RedisSer
         assert await bulk.fetch("127.0.0.1", service.bulk.port, 1, TOKEN, total_bytes=64 * 1024 * 1024, timeout_s=30)
         writer.close()
         assert registry.get_sample_value("impala_weights_sent_total") == 1
+
+
+async def test_an_announcement_naming_no_tcp_port_falls_back_to_chunks(redis_server: RedisServer) -> None:
+    async with running_service(redis_server.url) as (service, _):
+        service.servicer.bulk_port = 70_000  # a broken or hostile service: not a TCP port
+        fallbacks: list[str] = []
+        sub = subscriber(service)
+        sub.on_bulk_fallback = fallbacks.append
+        updates = sub.updates()
+        try:
+            payload = os.urandom(100_000)
+            commit(service, 1, payload)
+            update = await asyncio.wait_for(anext(updates), 10)
+            assert (update.version, update.payload) == (1, payload)
+        finally:
+            await updates.aclose()
+            await sub.close()
+        assert fallbacks == ["malformed"]

@@ -114,18 +114,7 @@ class Assembler:
     def _check_first(self, chunk: weights_pb2.WeightChunk) -> None:
         if chunk.index != 0:
             raise _malformed(f"first chunk has index {chunk.index}, expected 0")
-        if chunk.version < 1:
-            raise _malformed(f"version must be >= 1, got {chunk.version}")
-        if not chunk.fingerprint:
-            raise _malformed("first chunk has no fingerprint")
-        if not _SHA256_HEX.match(chunk.sha256):
-            raise _malformed("first chunk's sha256 is not 64 lowercase hex digits")
-        if chunk.total_bytes > self.max_version_bytes:
-            raise RejectedError(
-                grpc.StatusCode.INVALID_ARGUMENT,
-                "too_large",
-                f"version of {chunk.total_bytes} bytes exceeds max_version_bytes={self.max_version_bytes}",
-            )
+        check_header(chunk, self.max_version_bytes)
         least = max(1, -(-chunk.total_bytes // MAX_CHUNK_BYTES))
         if not least <= chunk.count <= max(1, chunk.total_bytes):
             raise _malformed(f"count={chunk.count} cannot carry total_bytes={chunk.total_bytes} in 4 MiB chunks")
@@ -165,6 +154,22 @@ class Assembler:
         if len(self.parts) == self.first.count:
             return
         raise _malformed(f"stream ended after {len(self.parts)} of {self.first.count} chunks")
+
+
+def check_header(chunk: weights_pb2.WeightChunk, max_version_bytes: int) -> None:
+    """The version's header fields of a first chunk (or a bulk announcement); raises ``RejectedError``."""
+    if chunk.version < 1:
+        raise _malformed(f"version must be >= 1, got {chunk.version}")
+    if not chunk.fingerprint:
+        raise _malformed("first chunk has no fingerprint")
+    if not _SHA256_HEX.match(chunk.sha256):
+        raise _malformed("first chunk's sha256 is not 64 lowercase hex digits")
+    if chunk.total_bytes > max_version_bytes:
+        raise RejectedError(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "too_large",
+            f"version of {chunk.total_bytes} bytes exceeds max_version_bytes={max_version_bytes}",
+        )
 
 
 def _malformed(message: str) -> RejectedError:

@@ -25,7 +25,7 @@ import grpc
 
 from impala.core.backoff import Backoff
 from impala.weights import bulk as bulk_plane
-from impala.weights.chunks import MAX_CHUNK_BYTES, Assembler, RejectedError
+from impala.weights.chunks import MAX_CHUNK_BYTES, Assembler, RejectedError, check_header
 from impala.weights.v1 import weights_pb2, weights_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -166,8 +166,12 @@ class WeightSubscriber:
         """The announced version from the data plane; None when it was already superseded (the
         stream announces the newer one next). Raises ``_BulkFailedError`` for anything else."""
         a = announcement
-        if a.total_bytes > self.max_version_bytes:
-            raise _BulkFailedError("too_large", f"announced {a.total_bytes} bytes > max_version_bytes", a.version)
+        try:
+            check_header(a, self.max_version_bytes)
+        except RejectedError as exc:
+            raise _BulkFailedError(exc.reason, f"announcement: {exc}", a.version) from None
+        if not 0 < a.bulk_port < 1 << 16:
+            raise _BulkFailedError("malformed", f"announcement: bulk_port {a.bulk_port} is not a TCP port", a.version)
         try:
             received = await bulk_plane.fetch(
                 self._host,
