@@ -59,10 +59,17 @@ class BearerAuth(grpc.aio.ServerInterceptor):
                 text = value.decode() if isinstance(value, bytes) else value
                 if text.startswith("Bearer "):
                     presented = text[len("Bearer ") :].encode()
-        if any(hmac.compare_digest(presented, t) for t in self._tokens):
+        reason = token_refusal(presented, self._tokens)
+        if reason is None:
             return await continuation(handler_call_details)
-        reason = "missing bearer token" if not presented else "unknown bearer token"
         return _deny(reason)
+
+
+def token_refusal(presented: bytes, tokens: Sequence[bytes]) -> str | None:
+    """Why ``presented`` is refused (None: it is one of ``tokens``), compared in constant time."""
+    if any(hmac.compare_digest(presented, t) for t in tokens):
+        return None
+    return "missing bearer token" if not presented else "unknown bearer token"
 
 
 async def refuse_stream(

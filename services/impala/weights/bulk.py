@@ -23,11 +23,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
-import hmac
 import logging
 import socket
 import struct
 
+from impala.core.grpc_server import token_refusal
 from impala.weights.metrics import WeightsMetrics
 from impala.weights.store import LatestStore
 
@@ -76,7 +76,7 @@ class BulkServer:
         send_timeout_s: float = 60.0,
     ) -> None:
         self.store, self.metrics = store, metrics
-        self._token = token.encode()
+        self._tokens = [token.encode()] if token else []
         self.max_connections, self.request_timeout_s = max_connections, request_timeout_s
         self.send_timeout_s = send_timeout_s
         self._listener: socket.socket | None = None
@@ -90,7 +90,7 @@ class BulkServer:
         listener.setblocking(False)
         self._listener, self.port = listener, listener.getsockname()[1]
         self._accepting = asyncio.create_task(self._accept(listener), name="weights-bulk-accept")
-        log.info("bulk data plane listening", extra={"address": f"{host}:{self.port}", "auth": bool(self._token)})
+        log.info("bulk data plane listening", extra={"address": f"{host}:{self.port}", "auth": bool(self._tokens)})
         return self.port
 
     async def stop(self) -> None:
@@ -109,51 +109,54 @@ class BulkServer:
             try:
                 conn, peer = await loop.sock_accept(listener)
             except OSError as exc:  # e.g. out of file descriptors: keep serving the connections we have
-                log.warning("bulk accept failed", extra={"error": repr(exc)})
+                self._count("-", "accept", repr(exc))
                 await asyncio.sleep(0.1)
                 continue
-            conn.setblocking(False)
-            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             task = asyncio.create_task(self._serve(conn, f"{peer[0]}:{peer[1]}"))
             self._fetches.add(task)
             task.add_done_callback(self._fetches.discard)
 
     async def _serve(self, conn: socket.socket, peer: str) -> None:
-        loop = asyncio.get_running_loop()
         with conn:
             try:
-                if len(self._fetches) > self.max_connections:
-                    await self._refuse(conn, peer, Status.BUSY, "busy", f"more than {self.max_connections} fetches")
-                    return
-                try:
-                    async with asyncio.timeout(self.request_timeout_s):
-                        wanted, token = await _read_request(conn)
-                except TimeoutError:
-                    self._count(peer, "timeout", f"no request within {self.request_timeout_s} s")
-                    return
-                except ValueError as exc:
-                    await self._refuse(conn, peer, Status.MALFORMED, "malformed", str(exc))
-                    return
-                if self._token and not hmac.compare_digest(token, self._token):
-                    reason = "missing bearer token" if not token else "unknown bearer token"
-                    await self._refuse(conn, peer, Status.UNAUTHENTICATED, "unauthenticated", reason)
-                    return
-                latest = self.store.latest
-                if latest is None or wanted not in (0, latest.version):
-                    held = latest.version if latest is not None else 0
-                    await self._refuse(conn, peer, Status.GONE, "gone", f"version {wanted} not held (holds {held})")
-                    return
-                header = RESPONSE.pack(MAGIC, Status.OK, latest.version, len(latest.payload))
-                try:
-                    async with asyncio.timeout(self.send_timeout_s):  # a subscriber that stopped reading
-                        await loop.sock_sendall(conn, header)
-                        await loop.sock_sendall(conn, latest.payload)  # the one payload object, no copy
-                except TimeoutError:
-                    self._count(peer, "send_timeout", f"version not taken within {self.send_timeout_s} s")
-                    return
-                self.metrics.sent.inc()
-            except (ConnectionError, OSError) as exc:
+                conn.setblocking(False)
+                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                await self._answer(conn, peer)
+            except OSError as exc:  # ConnectionError included: the subscriber went away
                 self._count(peer, "disconnected", repr(exc))
+
+    async def _answer(self, conn: socket.socket, peer: str) -> None:
+        """Read one request and answer it (the version, or a refusal)."""
+        if len(self._fetches) > self.max_connections:
+            await self._refuse(conn, peer, Status.BUSY, "busy", f"more than {self.max_connections} fetches")
+            return
+        try:
+            async with asyncio.timeout(self.request_timeout_s):
+                wanted, token = await _read_request(conn)
+        except TimeoutError:
+            self._count(peer, "timeout", f"no request within {self.request_timeout_s} s")
+            return
+        except ValueError as exc:
+            await self._refuse(conn, peer, Status.MALFORMED, "malformed", str(exc))
+            return
+        if self._tokens and (refusal := token_refusal(token, self._tokens)) is not None:
+            await self._refuse(conn, peer, Status.UNAUTHENTICATED, "unauthenticated", refusal)
+            return
+        latest = self.store.latest
+        if latest is None or wanted not in (0, latest.version):
+            held = latest.version if latest is not None else 0
+            await self._refuse(conn, peer, Status.GONE, "gone", f"version {wanted} not held (holds {held})")
+            return
+        header = RESPONSE.pack(MAGIC, Status.OK, latest.version, len(latest.payload))
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(self.send_timeout_s):  # a subscriber that stopped reading
+                await loop.sock_sendall(conn, header)
+                await loop.sock_sendall(conn, latest.payload)  # the one payload object, no copy
+        except TimeoutError:
+            self._count(peer, "send_timeout", f"version not taken within {self.send_timeout_s} s")
+            return
+        self.metrics.sent.inc()
 
     async def _refuse(self, conn: socket.socket, peer: str, status: Status, reason: str, detail: str) -> None:
         self._count(peer, reason, detail)

@@ -47,7 +47,7 @@ class WeightsMetrics:
             bulk_refused=Counter(
                 "impala_weights_bulk_refused_total",
                 "Bulk data-plane fetches refused or broken off, by reason "
-                "(unauthenticated, gone, malformed, timeout, busy, send_timeout, disconnected).",
+                "(unauthenticated, gone, malformed, timeout, busy, send_timeout, disconnected, accept).",
                 ["reason"],
                 registry=registry,
             ),
