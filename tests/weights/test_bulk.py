@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import os
 from collections.abc import AsyncIterator, Callable
 
@@ -13,7 +14,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from impala.core.redis_server import RedisServer
-from impala.weights import bulk
+from impala.weights import bulk, bulk_client
 from impala.weights.chunks import WeightVersion
 from impala.weights.server import WeightService
 from impala.weights.v1 import weights_pb2, weights_pb2_grpc
@@ -61,7 +62,9 @@ async def test_bulk_subscribers_get_an_announcement_and_old_ones_the_chunks(redi
         chunk = await first_message(service, bulk_requested=False)
         assert (chunk.index, chunk.count, chunk.bulk_port, chunk.data) == (0, 2, 0, payload[: 64 * 1024])
 
-        fetched = await bulk.fetch("127.0.0.1", service.bulk.port, 1, TOKEN, total_bytes=len(payload), timeout_s=10)
+        fetched = await bulk_client.fetch(
+            "127.0.0.1", service.bulk.port, 1, TOKEN, total_bytes=len(payload), timeout_s=10
+        )
         assert fetched == payload
 
 
@@ -94,8 +97,8 @@ async def test_fetch_without_the_token_is_refused(redis_server: RedisServer, tok
     async with running_service(redis_server.url) as (service, registry):
         commit(service, 1, b"secret weights")
         assert service.bulk is not None
-        with pytest.raises(bulk.FetchError) as info:
-            await bulk.fetch("127.0.0.1", service.bulk.port, 1, token, total_bytes=14, timeout_s=10)
+        with pytest.raises(bulk_client.FetchError) as info:
+            await bulk_client.fetch("127.0.0.1", service.bulk.port, 1, token, total_bytes=14, timeout_s=10)
         assert info.value.status == bulk.Status.UNAUTHENTICATED
         assert refused(registry, "unauthenticated") == 1
         assert registry.get_sample_value("impala_weights_sent_total") == 0
@@ -105,14 +108,14 @@ async def test_superseded_version_is_gone(redis_server: RedisServer) -> None:
     async with running_service(redis_server.url) as (service, registry):
         assert service.bulk is not None
         port = service.bulk.port
-        with pytest.raises(bulk.FetchError) as nothing_yet:
-            await bulk.fetch("127.0.0.1", port, 0, TOKEN, total_bytes=0, timeout_s=10)
+        with pytest.raises(bulk_client.FetchError) as nothing_yet:
+            await bulk_client.fetch("127.0.0.1", port, 0, TOKEN, total_bytes=0, timeout_s=10)
         commit(service, 1, b"one")
         commit(service, 2, b"two")
-        with pytest.raises(bulk.FetchError) as superseded:
-            await bulk.fetch("127.0.0.1", port, 1, TOKEN, total_bytes=3, timeout_s=10)
+        with pytest.raises(bulk_client.FetchError) as superseded:
+            await bulk_client.fetch("127.0.0.1", port, 1, TOKEN, total_bytes=3, timeout_s=10)
         assert nothing_yet.value.status == superseded.value.status == bulk.Status.GONE
-        assert await bulk.fetch("127.0.0.1", port, 2, TOKEN, total_bytes=3, timeout_s=10) == b"two"
+        assert await bulk_client.fetch("127.0.0.1", port, 2, TOKEN, total_bytes=3, timeout_s=10) == b"two"
         assert refused(registry, "gone") == 2
 
 
@@ -123,9 +126,9 @@ async def test_slow_malformed_and_excess_connections_are_refused(redis_server: R
         assert service.bulk is not None
         address = ("127.0.0.1", service.bulk.port)
         silent_reader, silent = await asyncio.open_connection(*address)
-        await until(lambda: len(service.bulk._fetches) == 1, "the silent connection")  # type: ignore[union-attr]
-        with pytest.raises(bulk.FetchError) as busy:
-            await bulk.fetch(*address, 1, TOKEN, total_bytes=3, timeout_s=10)
+        await until(lambda: len(service.bulk._connections) == 1, "the silent connection")  # type: ignore[union-attr]
+        with pytest.raises(bulk_client.FetchError) as busy:
+            await bulk_client.fetch(*address, 1, TOKEN, total_bytes=3, timeout_s=10)
         assert busy.value.status == bulk.Status.BUSY
         assert await silent_reader.read() == b""  # dropped after the request timeout, without a response
         silent.close()
@@ -136,19 +139,23 @@ async def test_slow_malformed_and_excess_connections_are_refused(redis_server: R
         garbage.close()
         assert (magic, status) == (bulk.MAGIC, bulk.Status.MALFORMED)
         assert (refused(registry, "busy"), refused(registry, "malformed")) == (1, 1)
-        assert await bulk.fetch(*address, 1, TOKEN, total_bytes=3, timeout_s=10) == b"one"  # still serving
+        assert await bulk_client.fetch(*address, 1, TOKEN, total_bytes=3, timeout_s=10) == b"one"  # still serving
 
 
 @contextlib.asynccontextmanager
 async def lying_data_plane(answer: Callable[[bytes], bytes], payloads: dict[int, bytes]) -> AsyncIterator[int]:
-    """A data plane on its own socket that answers a request for version v with ``answer(payloads[v])``
-    under a header announcing the true length."""
+    """A data plane on its own socket that answers a push subscription with one frame, the newest of
+    ``payloads`` under a header with its true length and sha256 but ``answer(payload)`` as the bytes,
+    then closes."""
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        _, version, token_len = bulk.REQUEST.unpack(await reader.readexactly(bulk.REQUEST.size))
+        magic, _, token_len = bulk.REQUEST.unpack(await reader.readexactly(bulk.REQUEST.size))
         await reader.readexactly(token_len)
-        writer.write(bulk.RESPONSE.pack(bulk.MAGIC, bulk.Status.OK, version, len(payloads[version])))
-        writer.write(answer(payloads[version]))
+        assert magic == bulk.PUSH_MAGIC
+        version = max(payloads)
+        payload = payloads[version]
+        writer.write(bulk.frame_header(version, hashlib.sha256(payload).hexdigest(), "fp-a", len(payload)))
+        writer.write(answer(payload))
         await writer.drain()
         writer.close()
 
@@ -195,7 +202,9 @@ async def test_a_subscriber_that_stops_reading_is_cut_off(redis_server: RedisSer
         _, writer = await asyncio.open_connection("127.0.0.1", service.bulk.port)
         writer.write(bulk.request(1, TOKEN))  # ... and never reads
         await until(lambda: refused(registry, "send_timeout") == 1, "the send timeout")
-        assert await bulk.fetch("127.0.0.1", service.bulk.port, 1, TOKEN, total_bytes=64 * 1024 * 1024, timeout_s=30)
+        assert await bulk_client.fetch(
+            "127.0.0.1", service.bulk.port, 1, TOKEN, total_bytes=64 * 1024 * 1024, timeout_s=30
+        )
         writer.close()
         assert registry.get_sample_value("impala_weights_sent_total") == 1
 
@@ -216,3 +225,121 @@ async def test_an_announcement_naming_no_tcp_port_falls_back_to_chunks(redis_ser
             await updates.aclose()
             await sub.close()
         assert fallbacks == ["malformed"]
+
+
+async def read_frame(reader: asyncio.StreamReader) -> tuple[int, int, str, str, bytes]:
+    """(status, version, sha256, fingerprint, payload) of one pushed frame, read as a client in any
+    language would (docs/protocol.md §12)."""
+    magic, status, version, length, sha, fp_len = bulk.FRAME.unpack(await reader.readexactly(bulk.FRAME.size))
+    assert magic == bulk.PUSH_MAGIC
+    fingerprint = (await reader.readexactly(fp_len)).decode()
+    return status, version, sha.hex(), fingerprint, await reader.readexactly(length)
+
+
+async def test_a_push_connection_carries_each_new_version_until_the_subscriber_leaves(
+    redis_server: RedisServer,
+) -> None:
+    async with running_service(redis_server.url) as (service, registry):
+        assert service.bulk is not None
+        commit(service, 1, b"first")
+        reader, writer = await asyncio.open_connection("127.0.0.1", service.bulk.port)
+        writer.write(bulk.request(0, TOKEN, push=True))
+        frames = [await read_frame(reader)]  # the current version at once
+        for version in (2, 3):
+            payload = os.urandom(200_000)
+            commit(service, version, payload)
+            frames.append(await read_frame(reader))
+        assert [f[:2] for f in frames] == [(bulk.Status.OK, 1), (bulk.Status.OK, 2), (bulk.Status.OK, 3)]
+        assert all(hashlib.sha256(payload).hexdigest() == sha for _, _, sha, _, payload in frames)
+        assert {f[3] for f in frames} == {"fp-a"} and frames[0][4] == b"first"
+        assert len(service.bulk._connections) == 1  # one connection for all three
+        assert registry.get_sample_value("impala_weights_subscribers") == 1
+        writer.close()
+        await until(lambda: registry.get_sample_value("impala_weights_subscribers") == 0, "the subscriber leaving")
+        await until(lambda: not service.bulk._connections, "the push task ending")  # type: ignore[union-attr]
+        assert registry.get_sample_value("impala_weights_sent_total") == 3
+        assert not any(refused(registry, r) for r in ("disconnected", "send_timeout"))
+
+
+async def test_a_push_subscription_skips_to_the_newest_and_waits_for_newer(redis_server: RedisServer) -> None:
+    async with running_service(redis_server.url) as (service, _):
+        assert service.bulk is not None
+        for version in (1, 2, 3):
+            commit(service, version, b"v%d" % version)
+        receiver = await bulk_client.push_subscribe(
+            "127.0.0.1", service.bulk.port, 1, TOKEN, max_bytes=1024, timeout_s=10
+        )
+        try:
+            first = await asyncio.wait_for(receiver.next(10), 10)
+            assert first is not None and (first.version, bytes(first.payload)) == (3, b"v3")
+            nothing_newer = asyncio.create_task(receiver.next(10))
+            await asyncio.sleep(0.2)
+            assert not nothing_newer.done()
+            commit(service, 4, b"v4")
+            fourth = await asyncio.wait_for(nothing_newer, 10)
+            assert fourth is not None and (fourth.version, bytes(fourth.payload)) == (4, b"v4")
+        finally:
+            receiver.close()
+
+
+@pytest.mark.parametrize("token", ["", "wrong-token-0123456789"])
+async def test_push_without_the_token_is_refused(redis_server: RedisServer, token: str) -> None:
+    async with running_service(redis_server.url) as (service, registry):
+        commit(service, 1, b"secret weights")
+        assert service.bulk is not None
+        receiver = await bulk_client.push_subscribe(
+            "127.0.0.1", service.bulk.port, 0, token, max_bytes=1024, timeout_s=10
+        )
+        with pytest.raises(bulk_client.FetchError) as info:
+            await asyncio.wait_for(receiver.next(10), 10)
+        assert info.value.status == bulk.Status.UNAUTHENTICATED
+        assert refused(registry, "unauthenticated") == 1
+        assert registry.get_sample_value("impala_weights_sent_total") == 0
+
+
+async def test_a_pushed_version_larger_than_allowed_is_refused_by_the_subscriber(redis_server: RedisServer) -> None:
+    async with running_service(redis_server.url) as (service, _):
+        commit(service, 1, bytes(2048))
+        assert service.bulk is not None
+        receiver = await bulk_client.push_subscribe(
+            "127.0.0.1", service.bulk.port, 0, TOKEN, max_bytes=1024, timeout_s=10
+        )
+        with pytest.raises(bulk_client.FetchError, match="2048 bytes, more than 1024"):
+            await asyncio.wait_for(receiver.next(10), 10)
+
+
+async def test_stopping_the_service_ends_push_subscriptions_cleanly(redis_server: RedisServer) -> None:
+    async with running_service(redis_server.url) as (service, _):
+        commit(service, 1, b"one")
+        assert service.bulk is not None
+        receiver = await bulk_client.push_subscribe(
+            "127.0.0.1", service.bulk.port, 0, TOKEN, max_bytes=1024, timeout_s=10
+        )
+        first = await asyncio.wait_for(receiver.next(10), 10)
+        assert first is not None and first.version == 1
+        waiting = asyncio.create_task(receiver.next(10))
+    assert await asyncio.wait_for(waiting, 10) is None  # closed between versions: resubscribe, no fallback
+
+
+async def test_a_subscriber_follows_versions_on_one_push_connection_and_leaves_the_grpc_stream(
+    redis_server: RedisServer,
+) -> None:
+    async with running_service(redis_server.url) as (service, registry):
+        assert service.bulk is not None
+        sub = subscriber(service)
+        fallbacks: list[str] = []
+        sub.on_bulk_fallback = fallbacks.append
+        updates = sub.updates()
+        try:
+            for version in (1, 2, 3):
+                payload = os.urandom(500_000)
+                commit(service, version, payload)
+                update = await asyncio.wait_for(anext(updates), 10)
+                assert (update.version, update.fingerprint, update.payload) == (version, "fp-a", payload)
+                assert len(service.bulk._connections) == 1
+                # the push connection only: the Subscribe stream that announced the data plane has ended
+                await until(lambda: registry.get_sample_value("impala_weights_subscribers") == 1, "one subscriber")
+        finally:
+            await updates.aclose()
+            await sub.close()
+        assert fallbacks == []

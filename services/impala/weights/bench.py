@@ -5,8 +5,8 @@ holds the whole version; the server side runs here. Figures per N (median or min
 
 - ``raw_s``: the same bytes written to N plain TCP sockets (the floor on this machine);
 - ``fanout_s``: the service, from a version committed in memory to all N subscribers holding it,
-  announced over gRPC and fetched from the bulk data plane (what ``WeightSubscriber`` does);
-- ``publish_s``: the service end to end, from ``WeightPublisher.publish`` to all N holding it (bulk);
+  pushed over their data-plane connections (what ``WeightSubscriber`` does once subscribed, ADR 0013);
+- ``publish_s``: the service end to end, from ``WeightPublisher.publish`` to all N holding it (pushed);
 - ``chunked_s``: as ``fanout_s`` for subscribers that take the gRPC chunks (``bulk`` false).
 
 Clients count bytes without decoding them, so the ratios measure the service.
@@ -32,7 +32,7 @@ import grpc
 from prometheus_client import CollectorRegistry
 
 from impala.core.redis_server import RedisServer
-from impala.weights import bulk
+from impala.weights import bulk_client
 from impala.weights.chunks import WeightVersion
 from impala.weights.publisher import WeightPublisher
 from impala.weights.server import build_weight_service
@@ -134,7 +134,8 @@ async def _service(n: int, size: int, rounds: int, redis_url: str) -> dict[str, 
             versions = [WeightVersion.build(next(numbers), "bench", payload) for _ in range(rounds + 1)]
             expect = size if kind == "bulk" else sum(map(len, versions[0].wire))
             after = service.store.latest.version if service.store.latest is not None else 0
-            child = _Child(kind, service.port, n, expect, after)
+            port = service.bulk.port if kind == "bulk" and service.bulk is not None else service.port
+            child = _Child(kind, port, n, expect, after)
             try:
                 await child.line()  # all subscribed
                 times[key] = [await _round(child, deliver(v)) for v in versions][1:]  # the first warms up
@@ -194,36 +195,21 @@ async def _grpc_clients(port: int, n: int, wire_bytes: int, after: int) -> None:
 
 
 async def _bulk_clients(port: int, n: int, size: int, after: int) -> None:
-    """Subscribe with ``bulk``; fetch each announced version into a preallocated buffer per subscriber."""
-    channels = [grpc.aio.insecure_channel(f"127.0.0.1:{port}") for _ in range(n)]
-    calls: list[Any] = [
-        ch.unary_stream(
-            SUBSCRIBE,
-            request_serializer=weights_pb2.SubscribeRequest.SerializeToString,
-            response_deserializer=weights_pb2.WeightChunk.FromString,
-        )(weights_pb2.SubscribeRequest(subscriber_id=f"bench-{i}", after_version=after, bulk=True))
-        for i, ch in enumerate(channels)
+    """N push subscriptions to the data plane on ``port``; each version counted as it completes."""
+    receivers = [
+        await bulk_client.push_subscribe("127.0.0.1", port, after, "", max_bytes=size, timeout_s=60) for _ in range(n)
     ]
-    for call in calls:
-        await call.wait_for_connection()
-    buffers = [memoryview(bytearray(size)) for _ in range(n)]
     _report("ready")
     while True:
-        await asyncio.gather(*(_fetch_version(call, buffer) for call, buffer in zip(calls, buffers, strict=True)))
+        await asyncio.gather(*(_take_pushed(r, size) for r in receivers))
         _report(time.monotonic())
 
 
-async def _fetch_version(call: Any, buffer: memoryview) -> None:
-    announcement = await call.read()
-    await bulk.fetch(
-        "127.0.0.1",
-        announcement.bulk_port,
-        announcement.version,
-        "",
-        total_bytes=len(buffer),
-        timeout_s=60,
-        into=buffer,
-    )
+async def _take_pushed(receiver: bulk_client.PushReceiver, size: int) -> None:
+    pushed = await receiver.next(60)
+    if pushed is None or len(pushed.payload) != size:
+        raise RuntimeError(f"push connection ended or delivered the wrong size: {pushed!r}")
+    receiver.release(pushed.payload)
 
 
 async def _read_version(call: Any, wire_bytes: int) -> None:

@@ -1,21 +1,29 @@
-"""The bulk data plane: a version's bytes over plain TCP, beside the gRPC control plane (ADR 0009).
+"""The bulk data plane: a version's bytes over plain TCP, beside the gRPC control plane (ADR 0009, 0013).
 
 gRPC core copies every message once per subscriber and cuts it into 16 KiB HTTP/2 frames, so a
 6.4 MB version to 16 subscribers took 3–5.5× a raw-socket fan-out. Here the service writes the one
 ``payload`` it holds to each subscriber's socket with ``loop.sock_sendall`` (a memoryview: no copy
 in user space), the same writes as the raw baseline of the benchmark.
 
-One fetch per connection (all integers big-endian)::
+A connection makes one request (all integers big-endian), a *fetch* or a *push subscription*::
 
-    request   "IWB1" | u64 version | u16 token length | token (UTF-8, at most 4 KiB)
-    response  "IWB1" | u8 status   | u64 version      | u64 length | length bytes (status OK only)
+    request   "IWB1" (fetch) or "IWP1" (push) | u64 version | u16 token length | token (UTF-8, ≤ 4 KiB)
+    fetch     "IWB1" | u8 status | u64 version | u64 length | length bytes (status OK only); then closed
+    push      "IWP1" | u8 status | u64 version | u64 length | 32-byte sha256 | u16 fingerprint length |
+              fingerprint | length bytes   — one such frame per version, for as long as the connection lasts
 
-``version`` 0 asks for the current one. The service closes the connection after the response.
-Status codes: OK; UNAUTHENTICATED (missing or unknown token); GONE (that version is no longer held,
-or none is yet: wait for the next announcement); MALFORMED (bad magic or token length); BUSY (too many
-fetches at once: fetch the chunks instead). A request that does not arrive within the request timeout
-is dropped without a response; one that does not take the whole version within the send timeout is
-cut off.
+A fetch asks for one version (0 = the current one) and the connection closes after the response.
+A push subscription names the version the subscriber holds; the service sends the current version
+at once if it is newer, then every newer one as it is committed (latest wins: while a frame is being
+sent, versions committed meanwhile are skipped for the newest). Between frames the connection is
+idle; the service closes it when it stops. A refused push request gets one frame with a non-OK status
+and length 0, then the connection closes.
+
+Status codes: OK; UNAUTHENTICATED (missing or unknown token); GONE (fetch only: that version is no
+longer held, or none is yet: wait for the next announcement); MALFORMED (bad magic or token length);
+BUSY (more than ``max_connections`` connections: take the chunks instead). A request that does not
+arrive within the request timeout is dropped without a response; a response or frame not taken
+within the send timeout is cut off.
 """
 
 from __future__ import annotations
@@ -28,14 +36,17 @@ import socket
 import struct
 
 from impala.core.grpc_server import token_refusal
+from impala.weights.chunks import WeightVersion
 from impala.weights.metrics import WeightsMetrics
 from impala.weights.store import LatestStore
 
 log = logging.getLogger(__name__)
 
 MAGIC = b"IWB1"
+PUSH_MAGIC = b"IWP1"
 REQUEST = struct.Struct("!4sQH")
 RESPONSE = struct.Struct("!4sBQQ")
+FRAME = struct.Struct("!4sBQQ32sH")  # then the fingerprint, then the payload
 MAX_TOKEN_BYTES = 4096
 
 
@@ -47,20 +58,30 @@ class Status(enum.IntEnum):
     BUSY = 4
 
 
-def request(version: int, token: str) -> bytes:
-    """A fetch request for ``version`` (0 = current)."""
+def request(version: int, token: str, *, push: bool = False) -> bytes:
+    """A fetch request for ``version`` (0 = current), or with ``push`` a subscription to every version
+    newer than ``version``."""
     raw = token.encode()
-    return REQUEST.pack(MAGIC, version, len(raw)) + raw
+    return REQUEST.pack(PUSH_MAGIC if push else MAGIC, version, len(raw)) + raw
+
+
+def frame_header(version: int, sha256_hex: str, fingerprint: str, length: int, status: Status = Status.OK) -> bytes:
+    """The bytes before a pushed version's payload (or a refusal, with ``length`` 0)."""
+    fp = fingerprint.encode()
+    sha = bytes.fromhex(sha256_hex) if sha256_hex else bytes(32)
+    return FRAME.pack(PUSH_MAGIC, status, version, length, sha, len(fp)) + fp
 
 
 class BulkServer:
-    """Serves the store's current version to whoever presents the token.
+    """Serves the store's current version to whoever presents the token: fetched once, or pushed.
 
     Args:
         store: where the current version lives (only that one is served).
-        metrics: ``bulk_refused`` counts every refusal and broken-off fetch by reason.
+        metrics: ``bulk_refused`` counts every refusal and broken-off response by reason; push
+            subscribers count in ``subscribers`` and each frame in ``sent``.
         token: bearer token ('' = none), compared in constant time.
-        max_connections: fetches served at once; one more is answered BUSY.
+        max_connections: connections served at once (fetches and push subscriptions); one more is
+            answered BUSY.
         request_timeout_s: how long a connection may take to send its request.
         send_timeout_s: how long a subscriber may take to receive a version before it is cut off.
     """
@@ -81,7 +102,7 @@ class BulkServer:
         self.send_timeout_s = send_timeout_s
         self._listener: socket.socket | None = None
         self._accepting: asyncio.Task[None] | None = None
-        self._fetches: set[asyncio.Task[None]] = set()
+        self._connections: set[asyncio.Task[None]] = set()
         self.port = 0
 
     async def start(self, host: str, port: int) -> int:
@@ -94,8 +115,9 @@ class BulkServer:
         return self.port
 
     async def stop(self) -> None:
-        """Stop accepting and cancel running fetches (their subscribers fall back or resubscribe)."""
-        tasks = [t for t in (self._accepting, *self._fetches) if t is not None]
+        """Stop accepting and end every connection (fetching subscribers fall back to chunks, push
+        subscribers resubscribe)."""
+        tasks = [t for t in (self._accepting, *self._connections) if t is not None]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -113,8 +135,8 @@ class BulkServer:
                 await asyncio.sleep(0.1)
                 continue
             task = asyncio.create_task(self._serve(conn, f"{peer[0]}:{peer[1]}"))
-            self._fetches.add(task)
-            task.add_done_callback(self._fetches.discard)
+            self._connections.add(task)
+            task.add_done_callback(self._connections.discard)
 
     async def _serve(self, conn: socket.socket, peer: str) -> None:
         with conn:
@@ -126,42 +148,78 @@ class BulkServer:
                 self._count(peer, "disconnected", repr(exc))
 
     async def _answer(self, conn: socket.socket, peer: str) -> None:
-        """Read one request and answer it (the version, or a refusal)."""
-        if len(self._fetches) > self.max_connections:
-            await self._refuse(conn, peer, Status.BUSY, "busy", f"more than {self.max_connections} fetches")
-            return
+        """Read one request and answer it: the version, a push subscription, or a refusal."""
         try:
             async with asyncio.timeout(self.request_timeout_s):
-                wanted, token = await _read_request(conn)
+                push, wanted, token = await _read_request(conn)
         except TimeoutError:
             self._count(peer, "timeout", f"no request within {self.request_timeout_s} s")
             return
         except ValueError as exc:
-            await self._refuse(conn, peer, Status.MALFORMED, "malformed", str(exc))
+            await self._refuse(conn, peer, Status.MALFORMED, "malformed", str(exc), push=False)
+            return
+        if len(self._connections) > self.max_connections:
+            await self._refuse(conn, peer, Status.BUSY, "busy", f"more than {self.max_connections} connections", push)
             return
         if self._tokens and (refusal := token_refusal(token, self._tokens)) is not None:
-            await self._refuse(conn, peer, Status.UNAUTHENTICATED, "unauthenticated", refusal)
+            await self._refuse(conn, peer, Status.UNAUTHENTICATED, "unauthenticated", refusal, push)
+            return
+        if push:
+            await self._push(conn, peer, wanted)
             return
         latest = self.store.latest
         if latest is None or wanted not in (0, latest.version):
             held = latest.version if latest is not None else 0
-            await self._refuse(conn, peer, Status.GONE, "gone", f"version {wanted} not held (holds {held})")
+            await self._refuse(conn, peer, Status.GONE, "gone", f"version {wanted} not held (holds {held})", push)
             return
         header = RESPONSE.pack(MAGIC, Status.OK, latest.version, len(latest.payload))
+        await self._send(conn, peer, header, latest)
+
+    async def _push(self, conn: socket.socket, peer: str, after: int) -> None:
+        """Send every version newer than ``after`` until the subscriber leaves or the store closes."""
+        _keep_alive(conn)
+        self.metrics.subscribers.inc()
+        log.info("push subscriber joined", extra={"subscriber": peer, "after_version": after})
+        left = asyncio.create_task(_closed_by_peer(conn))
+        try:
+            while True:
+                newer = asyncio.create_task(self.store.wait_newer(after))
+                await asyncio.wait((newer, left), return_when=asyncio.FIRST_COMPLETED)
+                if left.done():
+                    newer.cancel()
+                    return
+                latest = newer.result()
+                if latest is None:  # the service is stopping; the subscriber resubscribes elsewhere
+                    return
+                header = frame_header(latest.version, latest.sha256, latest.fingerprint, len(latest.payload))
+                if not await self._send(conn, peer, header, latest):
+                    return
+                after = latest.version
+        finally:
+            left.cancel()
+            self.metrics.subscribers.dec()
+            log.info("push subscriber left", extra={"subscriber": peer, "last_version": after})
+
+    async def _send(self, conn: socket.socket, peer: str, header: bytes, version: WeightVersion) -> bool:
+        """Write ``header`` and the version's payload; False when the subscriber did not take it in time."""
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(self.send_timeout_s):  # a subscriber that stopped reading
                 await loop.sock_sendall(conn, header)
-                await loop.sock_sendall(conn, latest.payload)  # the one payload object, no copy
+                await loop.sock_sendall(conn, version.payload)  # the one payload object, no copy
         except TimeoutError:
             self._count(peer, "send_timeout", f"version not taken within {self.send_timeout_s} s")
-            return
+            return False
         self.metrics.sent.inc()
+        return True
 
-    async def _refuse(self, conn: socket.socket, peer: str, status: Status, reason: str, detail: str) -> None:
+    async def _refuse(
+        self, conn: socket.socket, peer: str, status: Status, reason: str, detail: str, push: bool
+    ) -> None:
         self._count(peer, reason, detail)
+        answer = frame_header(0, "", "", 0, status) if push else RESPONSE.pack(MAGIC, status, 0, 0)
         with contextlib.suppress(OSError):
-            await asyncio.get_running_loop().sock_sendall(conn, RESPONSE.pack(MAGIC, status, 0, 0))
+            await asyncio.get_running_loop().sock_sendall(conn, answer)
 
     def _count(self, peer: str, reason: str, detail: str) -> None:
         self.metrics.bulk_refused.labels(reason).inc()
@@ -170,15 +228,30 @@ class BulkServer:
         log.log(level, "bulk fetch refused", extra={"peer": peer, "reason": reason, "error": detail})
 
 
-async def _read_request(conn: socket.socket) -> tuple[int, bytes]:
-    """(version, token) of one request; ``ValueError`` when malformed, ``ConnectionError`` when cut short."""
+async def _read_request(conn: socket.socket) -> tuple[bool, int, bytes]:
+    """(push, version, token) of one request; ``ValueError`` when malformed, ``ConnectionError`` when
+    cut short."""
     head = await recv_exactly(conn, REQUEST.size)
     magic, version, token_len = REQUEST.unpack(head)
-    if magic != MAGIC:
-        raise ValueError(f"bad magic {magic!r}, expected {MAGIC!r}")
+    if magic not in (MAGIC, PUSH_MAGIC):
+        raise ValueError(f"bad magic {magic!r}, expected {MAGIC!r} or {PUSH_MAGIC!r}")
     if token_len > MAX_TOKEN_BYTES:
         raise ValueError(f"token of {token_len} bytes, more than {MAX_TOKEN_BYTES}")
-    return version, await recv_exactly(conn, token_len)
+    return magic == PUSH_MAGIC, version, await recv_exactly(conn, token_len)
+
+
+async def _closed_by_peer(conn: socket.socket) -> None:
+    """Returns when the subscriber closes its side (or sends anything: push subscribers only listen)."""
+    with contextlib.suppress(OSError):
+        await asyncio.get_running_loop().sock_recv(conn, 1)
+
+
+def _keep_alive(conn: socket.socket) -> None:
+    """TCP keepalive on an idle push connection: a peer gone without a FIN is noticed within ~40 s."""
+    conn.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    for option, value in (("TCP_KEEPIDLE", 20), ("TCP_KEEPINTVL", 5), ("TCP_KEEPCNT", 4)):
+        if hasattr(socket, option):  # Linux names; other systems keep their defaults
+            conn.setsockopt(socket.IPPROTO_TCP, getattr(socket, option), value)
 
 
 async def recv_exactly(conn: socket.socket, size: int) -> bytes:
@@ -191,87 +264,3 @@ async def recv_exactly(conn: socket.socket, size: int) -> bytes:
             raise ConnectionError(f"connection closed after {got} of {size} bytes")
         got += received
     return bytes(buffer)
-
-
-class FetchError(Exception):
-    """A fetch that did not deliver the announced bytes; ``status`` is the service's answer (None when
-    the connection failed or the bytes did not match the announcement)."""
-
-    def __init__(self, message: str, status: Status | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-async def fetch(
-    host: str,
-    port: int,
-    version: int,
-    token: str,
-    *,
-    total_bytes: int,
-    timeout_s: float,
-    into: memoryview | None = None,
-) -> memoryview:
-    """The bytes of ``version`` from the data plane at ``host:port``, exactly ``total_bytes`` of them,
-    received into ``into`` (a fresh buffer when None).
-
-    Raises ``FetchError`` on a refusal, a length other than announced, a cut connection or a timeout.
-    The caller checks the sha256.
-    """
-    loop = asyncio.get_running_loop()
-    receiver = _Receiver(version, total_bytes, into)
-    transport: asyncio.Transport | None = None
-    try:
-        async with asyncio.timeout(timeout_s):
-            transport, _ = await loop.create_connection(lambda: receiver, host, port)
-            transport.write(request(version, token))
-            return await receiver.done
-    except TimeoutError:
-        raise FetchError(f"no complete response within {timeout_s} s") from None
-    except OSError as exc:  # ConnectionError is an OSError
-        raise FetchError(f"data plane unreachable or cut off: {exc!r}") from None
-    finally:
-        if transport is not None:
-            transport.close()
-
-
-class _Receiver(asyncio.BufferedProtocol):
-    """Reads one response straight into its buffers, the header and then the payload: no future and no
-    copy per read, which at 16 fetches of 6.4 MB in 64 KiB reads made a ``sock_recv_into`` loop
-    CPU-bound on the subscriber's side."""
-
-    def __init__(self, version: int, total_bytes: int, into: memoryview | None) -> None:
-        self.version, self.total_bytes, self.into = version, total_bytes, into
-        self.done: asyncio.Future[memoryview] = asyncio.get_running_loop().create_future()
-        self.view, self.got, self.payload = memoryview(bytearray(RESPONSE.size)), 0, False
-
-    def get_buffer(self, sizehint: int) -> memoryview:
-        return self.view[self.got :]
-
-    def buffer_updated(self, nbytes: int) -> None:
-        self.got += nbytes
-        if self.got < len(self.view) or self.done.done():
-            return
-        if self.payload:
-            self.done.set_result(self.view)
-            return
-        magic, status, served, length = RESPONSE.unpack(self.view)
-        if magic != MAGIC:
-            self.done.set_exception(FetchError(f"bad response magic {magic!r}"))
-        elif status != Status.OK:
-            known = Status(status) if status in Status.__members__.values() else None
-            self.done.set_exception(FetchError(f"data plane answered status {status}", known))
-        elif (served, length) != (self.version, self.total_bytes):
-            self.done.set_exception(
-                FetchError(f"served version {served} of {length} bytes, announced {self.version} of {self.total_bytes}")
-            )
-        else:
-            self.view, self.got, self.payload = self.into or memoryview(bytearray(length)), 0, True
-            if len(self.view) != length:
-                self.done.set_exception(FetchError(f"a buffer of {len(self.view)} bytes for {length}"))
-            elif length == 0:
-                self.done.set_result(self.view)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if not self.done.done():
-            self.done.set_exception(ConnectionError(f"connection closed after {self.got} of {len(self.view)} bytes"))

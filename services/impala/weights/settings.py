@@ -30,7 +30,11 @@ class WeightsSettings(ServiceSettings):
         le=65535,
         description="Bulk data-plane TCP port (0 = any free port; subscribers learn it from the announcement).",
     )
-    bulk_max_connections: int = Field(64, ge=1, description="Bulk fetches served at once; more are answered BUSY.")
+    bulk_max_connections: int = Field(
+        64,
+        ge=1,
+        description="Bulk data-plane connections at once (fetches, and one push subscription per pool); more are answered BUSY.",
+    )
     bulk_request_timeout_s: float = Field(
         5.0, gt=0, description="Seconds a bulk connection may take to send its request before it is dropped."
     )

@@ -5,10 +5,12 @@ busy with one, the service skips the ones in between). The stream survives anyth
 it logs one line, waits with capped exponential backoff and resubscribes with ``after_version`` set
 to the last version it yielded, so the pool keeps acting on its last weights meanwhile.
 
-With ``bulk`` (the default) it asks for announcements and fetches each version's bytes from the
-service's bulk data plane, checking length and sha256. Any data-plane failure (refused, cut off,
-corrupt) logs one line, calls ``on_bulk_fallback`` and takes that version as gRPC chunks on a fresh
-subscription; the next subscription asks for bulk again. A service without a data plane sends chunks.
+With ``bulk`` (the default) it asks for announcements; the first one names the service's bulk data
+plane, where it opens a push subscription and leaves the gRPC stream: from then on the service writes
+each new version to that connection (ADR 0013), and each is checked (length, fingerprint, sha256)
+before it is yielded. Any data-plane failure (refused, cut off, corrupt) logs one line, calls
+``on_bulk_fallback`` and takes the next version as gRPC chunks on a fresh subscription; the one after
+that asks for bulk again. A service without a data plane sends chunks.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from pathlib import Path
 import grpc
 
 from impala.core.backoff import Backoff
-from impala.weights import bulk as bulk_plane
+from impala.weights import bulk_client
 from impala.weights.chunks import MAX_CHUNK_BYTES, Assembler, RejectedError, check_header
 from impala.weights.v1 import weights_pb2, weights_pb2_grpc
 
@@ -59,7 +61,8 @@ class WeightSubscriber:
         tls_ca: PEM root certificate to verify a TLS service (None = plaintext).
         max_version_bytes: largest version accepted from the service.
         bulk: fetch bytes from the bulk data plane when the service offers it.
-        bulk_timeout_s: longest one data-plane fetch may take before falling back to chunks.
+        bulk_timeout_s: longest the data plane may take to connect or to deliver a version it has begun
+            before the subscriber falls back to chunks.
     """
 
     def __init__(
@@ -151,10 +154,11 @@ class WeightSubscriber:
         try:
             async for chunk in call:
                 if chunk.bulk_port:
-                    update = await self._fetch(chunk)
-                    if update is not None:
+                    port = self._check_announcement(chunk)
+                    call.cancel()  # the data plane takes over; the service frees the stream
+                    async for update in self._pushed(port, chunk.version):
                         yield update
-                    continue
+                    return
                 done = assembler.add(chunk)
                 if done is not None:
                     assembler = Assembler(self.max_version_bytes)
@@ -162,36 +166,59 @@ class WeightSubscriber:
         finally:
             call.cancel()  # no-op when it already ended; frees the stream when the caller stopped early
 
-    async def _fetch(self, announcement: weights_pb2.WeightChunk) -> WeightUpdate | None:
-        """The announced version from the data plane; None when it was already superseded (the
-        stream announces the newer one next). Raises ``_BulkFailedError`` for anything else."""
-        a = announcement
+    def _check_announcement(self, a: weights_pb2.WeightChunk) -> int:
+        """The data plane's port from an announcement; ``_BulkFailedError`` when it is malformed."""
         try:
             check_header(a, self.max_version_bytes)
         except RejectedError as exc:
             raise _BulkFailedError(exc.reason, f"announcement: {exc}", a.version) from None
         if not 0 < a.bulk_port < 1 << 16:
             raise _BulkFailedError("malformed", f"announcement: bulk_port {a.bulk_port} is not a TCP port", a.version)
+        return a.bulk_port
+
+    async def _pushed(self, port: int, announced: int) -> AsyncGenerator[WeightUpdate, None]:
+        """Each version the data plane pushes, checked; ends when the service closes the connection
+        between versions (it is stopping). Raises ``_BulkFailedError`` for anything else."""
         try:
-            received = await bulk_plane.fetch(
+            receiver = await bulk_client.push_subscribe(
                 self._host,
-                a.bulk_port,
-                a.version,
+                port,
+                self.last_version,
                 self._token,
-                total_bytes=a.total_bytes,
+                max_bytes=self.max_version_bytes,
                 timeout_s=self.bulk_timeout_s,
             )
-            payload = bytes(received)  # decoders want bytes; one copy per version on this side
-        except bulk_plane.FetchError as exc:
-            if exc.status == bulk_plane.Status.GONE:
-                log.info("announced version already superseded, waiting for the next", extra={"version": a.version})
-                return None
-            reason = exc.status.name.lower() if exc.status is not None else "fetch"
-            raise _BulkFailedError(reason, str(exc), a.version) from None
+        except bulk_client.FetchError as exc:
+            raise _BulkFailedError("fetch", str(exc), announced) from None
+        try:
+            while True:
+                try:
+                    pushed = await receiver.next(self.bulk_timeout_s)
+                except bulk_client.FetchError as exc:
+                    reason = exc.status.name.lower() if exc.status is not None else "fetch"
+                    raise _BulkFailedError(reason, str(exc), announced) from None
+                if pushed is None:
+                    log.info("the weight service closed the push connection", extra={"address": self.address})
+                    return
+                payload = bytes(pushed.payload)  # decoders want bytes; one copy per version on this side
+                receiver.release(pushed.payload)
+                yield await self._checked(pushed, payload)
+        finally:
+            receiver.close()
+
+    async def _checked(self, pushed: bulk_client.Pushed, payload: bytes) -> WeightUpdate:
+        """The pushed version once its fingerprint, order and sha256 are right; ``_BulkFailedError`` if not."""
+        v = pushed.version
+        if self.fingerprint and pushed.fingerprint != self.fingerprint:
+            raise _BulkFailedError(
+                "fingerprint", f"pushed fingerprint {pushed.fingerprint!r}, ours {self.fingerprint!r}", v
+            )
+        if v <= self.last_version:
+            raise _BulkFailedError("malformed", f"pushed version {v} after version {self.last_version}", v)
         digest = await asyncio.to_thread(_sha256, payload)
-        if digest != a.sha256:
-            raise _BulkFailedError("checksum", f"sha256 {digest} differs from the announced {a.sha256}", a.version)
-        return WeightUpdate(a.version, a.fingerprint, payload)
+        if digest != pushed.sha256:
+            raise _BulkFailedError("checksum", f"sha256 {digest} differs from the pushed {pushed.sha256}", v)
+        return WeightUpdate(v, pushed.fingerprint, payload)
 
     def _fall_back(self, exc: _BulkFailedError) -> None:
         log.warning(
