@@ -2,9 +2,11 @@
 
 New weights arrive from any thread (``offer``); the acting thread swaps them in right before its
 next forward pass, so a batch never mixes versions and every action is stamped with the version that
-chose it. The forward pass is the model's TorchScript trace (``impala.core.tracing``: about half the
-time of the eager module for small models, and the GIL taken once per pass); it shares the model's
-parameters, so a swap reaches it.
+chose it. The forward pass and the sampling are one TorchScript trace (``impala.core.tracing.Acting``:
+about half the time of the eager module for small models); it shares the model's parameters, so a
+swap reaches it. A batch makes one call into torch and no other: every torch call lets go of the GIL,
+and on a busy pool gRPC's poller thread takes it each time (ADR 0014). The sampling noise comes from
+a seeded numpy generator, which keeps the GIL.
 """
 
 from __future__ import annotations
@@ -13,11 +15,11 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import torch
-import torch.nn.functional as F
 
 from impala.core import tracing
 from impala.core.models import Policy
@@ -43,8 +45,9 @@ class PolicyHolder:
         self.version = version
         self._pending: tuple[int, dict[str, torch.Tensor]] | None = None
         self._lock = threading.Lock()
-        self._generator = torch.Generator(device=self.device).manual_seed(seed)
+        self._rng = np.random.default_rng(seed)
         self.state_shapes = tuple(tuple(s.shape[1:]) for s in model.initial_state(1))
+        self.num_actions = model.spec.num_actions
         self._forward = _acting_forward(self.model, self.device)
 
     def offer(self, version: int, state_dict: dict[str, torch.Tensor]) -> None:
@@ -77,30 +80,39 @@ class PolicyHolder:
         if state and done.any():  # episodes (re)start: zero state, as ``Policy.act`` does
             keep = ~done.reshape(-1, 1)
             state = tuple(np.where(keep, s, np.float32(0.0)) for s in state)
+        gumbel = self._rng.gumbel(size=(obs.shape[0], self.num_actions)).astype(np.float32)
+        if self.device.type == "cpu":
+            with torch.inference_mode():
+                outputs = self._forward(torch.from_numpy(obs), torch.from_numpy(gumbel), *map(torch.from_numpy, state))
+            logits, baseline, action, *core_state = (t.numpy() for t in outputs)
+        else:
+            logits, baseline, action, *core_state = self._on_device(obs, gumbel, state)
+        result = ActResult(
+            action=action,
+            logits=logits.astype(np.float32, copy=False),
+            baseline=baseline.astype(np.float32, copy=False),
+            state=tuple(s.astype(np.float32, copy=False) for s in core_state),
+            version=self.version,
+        )
+        return result, swapped
+
+    def _on_device(
+        self, obs: npt.NDArray[np.generic], gumbel: npt.NDArray[np.float32], state: tuple[npt.NDArray[np.float32], ...]
+    ) -> list[npt.NDArray[Any]]:
         dev = self.device
         with torch.inference_mode():
-            logits, baseline, *core_state = self._forward(
-                torch.from_numpy(obs).to(dev, non_blocking=True),
-                *(torch.from_numpy(s).to(dev, non_blocking=True) for s in state),
+            outputs = self._forward(
+                *(torch.from_numpy(a).to(dev, non_blocking=True) for a in (obs, gumbel, *state)),
             )
-            # Sampled as ``Policy.act`` samples, with the pool's generator.
-            action = torch.multinomial(F.softmax(logits.float(), -1), 1, generator=self._generator).squeeze(-1)
-            result = ActResult(
-                action=action.cpu().numpy(),
-                logits=logits.float().cpu().numpy(),
-                baseline=baseline.float().cpu().numpy(),
-                state=tuple(s.float().cpu().numpy() for s in core_state),
-                version=self.version,
-            )
-        return result, swapped
+            return [t.float().cpu().numpy() if t.is_floating_point() else t.cpu().numpy() for t in outputs]
 
 
 def _acting_forward(model: Policy, device: torch.device) -> Callable[..., tuple[torch.Tensor, ...]]:
-    """The traced one-step forward pass, or the eager one when the tracer cannot follow the model."""
+    """The traced acting pass (``tracing.Acting``), or the eager one when the tracer cannot follow the model."""
     try:
         with torch.inference_mode():
-            traced: Callable[..., tuple[torch.Tensor, ...]] = tracing.trace(model, device)
+            traced: Callable[..., tuple[torch.Tensor, ...]] = tracing.trace_acting(model, device)
     except Exception:  # an exotic custom model: act eagerly, more slowly
         log.warning("the acting forward pass could not be traced; running it eagerly", exc_info=True)
-        return tracing.one_step(model)
+        return tracing.Acting(model).eval()
     return traced

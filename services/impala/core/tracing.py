@@ -9,6 +9,10 @@ op; CartPole MLP at B=8: 68 → 36 µs).
 
 The batch size stays dynamic, and the trace shares the model's parameters: ``load_state_dict`` on the
 model reaches it.
+
+``trace_acting`` traces the same pass with the action sampled inside (``Acting``), for the ActorPool:
+one call into TorchScript per batch, so the acting thread lets go of the GIL once per batch instead of
+once per op (ADR 0014).
 """
 
 from __future__ import annotations
@@ -48,6 +52,25 @@ class RecurrentPolicy(nn.Module):
         return out.logits[0], out.baseline[0], h_next, c_next
 
 
+class Acting(nn.Module):
+    """The one-step pass plus sampling: ``obs``, ``gumbel``, *state → logits, value, action, *state.
+
+    ``action`` is ``argmax(logits + gumbel)`` per row (the Gumbel-max trick): with ``gumbel`` drawn from
+    the standard Gumbel distribution it is distributed as ``Categorical(softmax(logits))``, the
+    distribution ``Policy.act`` samples from; the caller draws the noise (the pool, from its seeded
+    numpy generator). All zeros gives the greedy action.
+    """
+
+    def __init__(self, policy: Policy) -> None:
+        super().__init__()
+        self.step = one_step(policy)
+
+    def forward(self, obs: Tensor, gumbel: Tensor, *state: Tensor) -> tuple[Tensor, ...]:
+        logits, value, *next_state = self.step(obs, *state)
+        action = (logits.float() + gumbel).argmax(-1)
+        return (logits, value, action, *next_state)
+
+
 def one_step(model: Policy) -> nn.Module:
     """The eager module that ``trace`` traces (the same signature)."""
     wrapper: nn.Module = RecurrentPolicy(model) if model.spec.use_lstm else FeedForwardPolicy(model)
@@ -65,6 +88,17 @@ def example_inputs(spec: ModelSpec, batch_size: int = 2, device: torch.device | 
 
 def trace(model: Policy, device: torch.device | str = "cpu") -> torch.jit.ScriptModule:
     """``model``'s one-step forward pass traced on ``device`` (where the model is)."""
+    return _trace(one_step(model), example_inputs(model.spec, device=device))
+
+
+def trace_acting(model: Policy, device: torch.device | str = "cpu") -> torch.jit.ScriptModule:
+    """``Acting(model)`` traced on ``device``: the one-step pass with the action sampled inside."""
+    obs, *state = example_inputs(model.spec, device=device)
+    gumbel = torch.zeros(obs.shape[0], model.spec.num_actions, device=device)
+    return _trace(Acting(model).eval(), (obs, gumbel, *state))
+
+
+def _trace(module: nn.Module, inputs: tuple[Tensor, ...]) -> torch.jit.ScriptModule:
     with warnings.catch_warnings():
         # torch 2.13 marks TorchScript deprecated; it is still the format libtorch (C++) and plain
         # torch load without the defining code, and its executor is what makes acting cheap.
@@ -72,6 +106,6 @@ def trace(model: Policy, device: torch.device | str = "cpu") -> torch.jit.Script
         # nn.LSTM's input checks convert tensors to bools while tracing; they do not change the graph.
         warnings.filterwarnings("ignore", message="Converting a tensor to a Python boolean")
         traced: torch.jit.ScriptModule = torch.jit.trace(  # type: ignore[no-untyped-call]
-            one_step(model), example_inputs(model.spec, device=device), check_trace=False
+            module, inputs, check_trace=False
         )
     return traced
