@@ -143,10 +143,12 @@ async def test_slow_malformed_and_excess_connections_are_refused(redis_server: R
 
 
 @contextlib.asynccontextmanager
-async def lying_data_plane(answer: Callable[[bytes], bytes], payloads: dict[int, bytes]) -> AsyncIterator[int]:
+async def lying_data_plane(
+    answer: Callable[[bytes], bytes], payloads: dict[int, bytes], *, stall: bool = False
+) -> AsyncIterator[int]:
     """A data plane on its own socket that answers a push subscription with one frame, the newest of
     ``payloads`` under a header with its true length and sha256 but ``answer(payload)`` as the bytes,
-    then closes."""
+    then closes (with ``stall``: once the subscriber has closed)."""
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         magic, _, token_len = bulk.REQUEST.unpack(await reader.readexactly(bulk.REQUEST.size))
@@ -157,6 +159,8 @@ async def lying_data_plane(answer: Callable[[bytes], bytes], payloads: dict[int,
         writer.write(bulk.frame_header(version, hashlib.sha256(payload).hexdigest(), "fp-a", len(payload)))
         writer.write(answer(payload))
         await writer.drain()
+        if stall:
+            await reader.read()
         writer.close()
 
     server = await asyncio.start_server(handle, "127.0.0.1", 0)
@@ -172,15 +176,20 @@ def cut_short(payload: bytes) -> bytes:
     return payload[: len(payload) // 2]
 
 
-@pytest.mark.parametrize(("answer", "reason"), [(flip_one_byte, "checksum"), (cut_short, "fetch")])
+@pytest.mark.parametrize(
+    ("answer", "stall", "reason"),
+    [(flip_one_byte, False, "checksum"), (cut_short, False, "fetch"), (cut_short, True, "fetch")],
+    ids=["corrupt", "cut", "stalled"],
+)
 async def test_wrong_bulk_bytes_fall_back_to_chunks(
-    redis_server: RedisServer, answer: Callable[[bytes], bytes], reason: str
+    redis_server: RedisServer, answer: Callable[[bytes], bytes], stall: bool, reason: str
 ) -> None:
     payloads: dict[int, bytes] = {}
-    async with running_service(redis_server.url) as (service, _), lying_data_plane(answer, payloads) as liar_port:
+    liar = lying_data_plane(answer, payloads, stall=stall)
+    async with running_service(redis_server.url) as (service, _), liar as liar_port:
         service.servicer.bulk_port = liar_port  # announcements now send subscribers to the liar
         fallbacks: list[str] = []
-        sub = subscriber(service)
+        sub = subscriber(service, bulk_timeout_s=0.3)  # a frame begun and stalled for 0.3 s is given up
         sub.on_bulk_fallback = fallbacks.append
         updates = sub.updates()
         try:
