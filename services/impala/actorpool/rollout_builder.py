@@ -76,7 +76,21 @@ class StreamRollouts:
         self.truncated[t] = truncated
         self.bootstrap[t] = np.where(truncated, bootstrap, 0.0)
         self._count_episodes(reward, terminated | truncated)
-        self.t = t + 1
+        return self._advance(next_obs)
+
+    def transition_without_ends(self, reward: npt.NDArray[np.float32], next_obs: Array) -> list[bytes]:
+        """``transition`` for a step in which no episode ended (no flags, nothing to bootstrap)."""
+        t = self.t
+        self.reward[t] = reward
+        self.terminated[t] = False
+        self.truncated[t] = False
+        self.bootstrap[t] = 0.0
+        self.ep_return += reward
+        self.ep_length += 1
+        return self._advance(next_obs)
+
+    def _advance(self, next_obs: Array) -> list[bytes]:
+        self.t += 1
         if self.t < self.T:
             return []
         self.obs[self.T] = next_obs

@@ -132,7 +132,8 @@ class Session:
             if msg.WhichOneof("kind") != "step":
                 raise unexpected("Hello may be sent only once, as the first message")
             step = self.checker.check(msg.step, first=first)
-            state_in = self._reset(self.state, step.ended)  # the core state where episodes (re)start
+            # the core state where episodes (re)start
+            state_in = self._reset(self.state, step.ended) if step.any_ended else self.state
             try:
                 result = await self._infer(step, state_in)
             except asyncio.CancelledError:
@@ -151,7 +152,8 @@ class Session:
         """Send the actions (held while paused); False, sending nothing, when the pool drains."""
         if self.pool.draining.is_set():
             return False
-        await self.pool.control.wait_running()
+        if self.pool.control.paused:
+            await self.pool.control.wait_running()
         actions = self.reply.actions
         actions.actions.data = result.action[: self.num_envs].astype("<i8", copy=False).tobytes()
         actions.policy_version = result.version
@@ -195,7 +197,7 @@ class Session:
     async def _infer(self, step: StepInput, state_in: State) -> ActResult:
         E = self.num_envs
         obs, done, state = step.observation, step.ended, state_in
-        if step.truncated.any():
+        if step.any_truncated:
             # V(final observation) of truncated episodes, with the state of the episode that ended.
             assert step.final_observation is not None
             pick = step.truncated[step.ended]
@@ -214,18 +216,22 @@ class Session:
         E = self.num_envs
         payloads: list[bytes] = []
         if not first:
-            bootstrap = np.zeros(E, dtype=np.float32)
-            if len(result.baseline) > E:  # V(final observation) of the truncated slots follows the E rows
-                bootstrap[step.truncated] = result.baseline[E:]
-            payloads = self.rollouts.transition(
-                step.reward, step.terminated, step.truncated, bootstrap, step.observation
-            )
+            if step.any_ended:
+                bootstrap = np.zeros(E, dtype=np.float32)
+                if len(result.baseline) > E:  # V(final observation) of the truncated slots follows the E rows
+                    bootstrap[step.truncated] = result.baseline[E:]
+                payloads = self.rollouts.transition(
+                    step.reward, step.terminated, step.truncated, bootstrap, step.observation
+                )
+            else:
+                payloads = self.rollouts.transition_without_ends(step.reward, step.observation)
             self.pool.metrics.env_steps.inc(E)
             self.pool.stats.env_steps += E
         self.rollouts.act(step.observation, result.action[:E], result.logits[:E], result.version, state_in)
         self.state = tuple(s[:E] for s in result.state)
         self.last_values = result.baseline[:E]
-        await self._ship(payloads, partial=False)
+        if payloads:
+            await self._ship(payloads, partial=False)
 
     @staticmethod
     def _reset(state: State, ended: npt.NDArray[np.bool_]) -> State:

@@ -39,6 +39,8 @@ class StepInput:
     truncated: npt.NDArray[np.bool_]  # [E]
     final_observation: npt.NDArray[np.generic] | None  # [K, *obs], K = count(terminated | truncated)
     ended: npt.NDArray[np.bool_]  # [E], terminated | truncated: obs[i] starts a new episode
+    any_ended: bool  # ended.any(), once: most steps end no episode and skip that bookkeeping
+    any_truncated: bool
 
 
 def check_hello(hello: actorpool_pb2.Hello, spec: EnvSpec, max_envs: int) -> None:
@@ -92,7 +94,7 @@ def check_step(step: actorpool_pb2.Step, spec: EnvSpec, num_envs: int, *, first:
             f"Step.final_observation is missing but {int(truncated.sum())} env(s) are truncated; "
             "it must hold the last observation of every env whose episode ended",
         )
-    return StepInput(obs, reward, terminated, truncated, final, ended)
+    return StepInput(obs, reward, terminated, truncated, final, ended, bool(ended.any()), bool(truncated.any()))
 
 
 class StepChecker:
@@ -138,7 +140,7 @@ class StepChecker:
         if not math.isfinite(total) or (self._scan_obs and not np.isfinite(obs).all()):
             return check_step(step, self.spec, E, first=first)
         flags = self._no_flags  # read-only use downstream: nothing ended in this step
-        return StepInput(obs, reward, flags, flags, None, flags)
+        return StepInput(obs, reward, flags, flags, None, flags, False, False)
 
 
 def _tensor(msg: object, name: str, spec: EnvSpec, rows: int) -> npt.NDArray[np.generic]:
