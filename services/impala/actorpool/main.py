@@ -15,7 +15,7 @@ from impala.actorpool.policy import PolicyHolder
 from impala.actorpool.server import WeightUpdates, build_actorpool, default_pool_id
 from impala.actorpool.settings import ActorPoolSettings
 from impala.buffer.producer import RolloutProducer
-from impala.core import logs, metrics
+from impala.core import heap, logs, metrics
 from impala.core.checkpoints import load_policy_weights
 from impala.core.device import resolve_device
 from impala.core.models import build_model, fingerprint, spec_for_env
@@ -89,6 +89,7 @@ async def serve(settings: ActorPoolSettings) -> None:
 
 def run(settings: ActorPoolSettings) -> int:
     logs.configure(settings.log_level, settings.log_format)
+    heap.retain_freed_memory()
     token = settings.bearer_token()
     if token:
         logs.register_secret(token)

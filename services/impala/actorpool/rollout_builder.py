@@ -35,7 +35,9 @@ class StreamRollouts:
     ) -> None:
         T, E = unroll_length, num_envs
         self.T, self.E = T, E
-        self.obs: Array = np.zeros((T + 1, E, *observation_shape), dtype=observation_dtype)
+        # Not zeroed: every row is written before it ships (``act`` writes obs[t] for t <= L, ``close``
+        # zeroes the rest), and for pixels this buffer is tens of MB that zeroing would fault in at once.
+        self.obs: Array = np.empty((T + 1, E, *observation_shape), dtype=observation_dtype)
         self.action = np.zeros((T, E), dtype=np.int64)
         self.logits = np.zeros((T, E, num_actions), dtype=np.float32)
         self.reward = np.zeros((T, E), dtype=np.float32)

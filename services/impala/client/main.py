@@ -20,7 +20,7 @@ from impala.client.client import ClientConfig, ClientError, ClientStats, EnvClie
 from impala.client.settings import ClientSettings
 from impala.client.simulator import EnvBatch
 from impala.client.wire import ProtocolError
-from impala.core import logs
+from impala.core import heap, logs
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +100,7 @@ async def _serve(clients: list[EnvClient]) -> list[ClientStats]:
 def run(settings: ClientSettings) -> int:
     """Entry point of ``impala env``; returns the exit status."""
     logs.configure(settings.log_level, settings.log_format)
+    heap.retain_freed_memory()
     logs.register_secret(settings.bearer_token())
     log.info(
         "env client starting",

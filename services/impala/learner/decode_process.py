@@ -41,7 +41,7 @@ import torch
 import torch.multiprocessing  # registers the reductions that pass shared tensors to the child
 
 from impala.buffer.consumer import Entry, RolloutConsumer
-from impala.core import logs
+from impala.core import heap, logs
 from impala.core.batch import TENSOR_FIELDS, Batch, collate
 from impala.core.models import ModelSpec
 from impala.core.redis_keys import RunKeys
@@ -240,6 +240,7 @@ def serve(conn: Connection, config: DecodeConfig, slots: list[Batch], version: c
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop (and acks first)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     logs.configure(config.log_level, config.log_format)
+    heap.retain_freed_memory()
     torch.set_num_threads(1)
     consumer = RolloutConsumer(
         config.redis_url, RunKeys(config.run), consumer=config.consumer, claim_idle_s=config.claim_idle_s

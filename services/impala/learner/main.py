@@ -18,7 +18,7 @@ import torch
 from prometheus_client import CollectorRegistry
 
 from impala.buffer.redis_client import sync_client
-from impala.core import logs, metrics
+from impala.core import heap, logs, metrics
 from impala.core.device import resolve_device
 from impala.core.learn import LearnConfig, LearnerState, make_learner_state
 from impala.core.models import ModelSpec, Policy, fingerprint, spec_for_env
@@ -171,6 +171,7 @@ def build_learner(settings: LearnerSettings, *, registry: CollectorRegistry) -> 
 def run(settings: LearnerSettings) -> int:
     """Entry point of ``impala learner``: train until SIGTERM/SIGINT, then checkpoint and exit 0."""
     logs.configure(settings.log_level, settings.log_format)
+    heap.retain_freed_memory()
     logs.register_secret(settings.weights_token)
     registry = CollectorRegistry()
     learner = build_learner(settings, registry=registry)

@@ -6,7 +6,7 @@ import asyncio
 
 from prometheus_client import CollectorRegistry
 
-from impala.core import logs, metrics
+from impala.core import heap, logs, metrics
 from impala.weights.server import build_weight_service
 from impala.weights.settings import WeightsSettings
 
@@ -14,6 +14,7 @@ from impala.weights.settings import WeightsSettings
 def run(settings: WeightsSettings) -> int:
     """Serve until SIGTERM or SIGINT, then drain subscribers and stop; returns the exit code."""
     logs.configure(settings.log_level, settings.log_format)
+    heap.retain_freed_memory()
     if settings.token:
         logs.register_secret(settings.token)
     registry = CollectorRegistry()

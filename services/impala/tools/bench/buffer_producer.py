@@ -16,6 +16,7 @@ from pathlib import Path
 import redis
 
 from impala.buffer.producer import RolloutProducer
+from impala.core import heap
 from impala.core.redis_keys import RunKeys
 
 
@@ -40,6 +41,7 @@ def produce_raw(url: str, keys: RunKeys, capacity: int, payload: bytes) -> None:
 def main(argv: list[str]) -> None:
     kind, url, run, capacity_arg, payload_file = argv
     keys, capacity, payload = RunKeys(run), int(capacity_arg), Path(payload_file).read_bytes()
+    heap.retain_freed_memory()  # as the pool that produces in a deployment; the raw loop gets the same
     if kind == "impala":
         asyncio.run(produce_impala(url, keys, capacity, payload))
     else:

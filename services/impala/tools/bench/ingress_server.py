@@ -21,7 +21,7 @@ from impala.actorpool.server import build_actorpool
 from impala.actorpool.session import Context
 from impala.actorpool.settings import ActorPoolSettings
 from impala.actorpool.v1 import actorpool_pb2, actorpool_pb2_grpc
-from impala.core import tensors
+from impala.core import heap, tensors
 from impala.core.models import ModelSpec, build_model
 
 SPECS = {
@@ -64,6 +64,7 @@ class Echo(actorpool_pb2_grpc.ActorPoolServicer):
 
 async def serve(kind: str, obs: str, port_file: Path) -> None:
     torch.set_num_threads(1)
+    heap.retain_freed_memory()  # as every service does at start; the echo gets the same heap
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     if kind == "echo":

@@ -13,6 +13,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from impala.core import heap
+
 
 @dataclass(frozen=True)
 class Figure:
@@ -50,6 +52,9 @@ def _load(spec: str) -> Bench:
 
 def run_benchmarks(which: str, *, seconds: float, out: Path) -> int:
     console = Console()
+    # The services keep freed large blocks in their heap (impala.core.heap); so does the load generator
+    # and every in-process baseline here, so both sides of a ratio run on the same allocator settings.
+    heap.retain_freed_memory()
     names = list(BENCHES) if which == "all" else [which]
     figures: list[Figure] = []
     for name in names:
