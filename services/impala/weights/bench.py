@@ -31,6 +31,7 @@ from typing import Any
 import grpc
 from prometheus_client import CollectorRegistry
 
+from impala.core import heap
 from impala.core.redis_server import RedisServer
 from impala.weights import bulk_client
 from impala.weights.chunks import WeightVersion
@@ -229,6 +230,7 @@ def _report(event: float | str) -> None:
 if __name__ == "__main__":
     # The subscribers' side: python -m impala.weights.bench raw|bulk|grpc PORT N BYTES_PER_VERSION AFTER_VERSION
     kind, port, n, expect, after = sys.argv[1], *map(int, sys.argv[2:6])
+    heap.retain_freed_memory()  # as in the ActorPool that subscribes; the raw clients get the same heap
     if kind == "raw":
         _raw_clients(port, n, expect)
     else:
