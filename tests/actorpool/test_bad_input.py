@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 import grpc
 import numpy as np
 import pytest
+import torch
 
 from impala.actorpool.v1 import actorpool_pb2
 from impala.core import tensors
@@ -195,3 +196,36 @@ async def test_client_that_stops_stepping_is_dropped_and_its_partial_rollout_shi
         records = decoded(sink)
         assert len(records) == E and all(r.length == 1 for r in records)
         assert not pool.servicer.sessions and pool.servicer.connected == 0
+
+
+async def test_a_diverged_model_ends_streams_internal_and_good_weights_bring_the_pool_back() -> None:
+    async with running_pool() as (pool, sink):
+        policy = pool.batcher.policy
+        good = {k: v.clone() for k, v in policy.model.state_dict().items()}
+        with torch.no_grad():
+            for param in policy.model.parameters():
+                param.fill_(float("nan"))  # what a diverged learner would publish
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{pool.port}") as channel:
+            client = ScriptedClient(channel, E)
+            await client.hello()
+            await client.send(step())
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await client.call.read()
+            assert info.value.code() == grpc.StatusCode.INTERNAL
+            assert "non-finite logits or values for 2 of 2 rows" in (info.value.details() or "")
+            policy.offer(policy.version + 1, good)  # the learner publishes sane weights again
+            healthy = ScriptedClient(channel, E)
+            await healthy.hello()
+            for t in range(3):
+                assert (await healthy.step(obs_for(np.zeros(E), np.full(E, t), E))).shape == (E,)
+            assert await healthy.close() == grpc.StatusCode.OK
+        shipped = decoded(sink)  # the healthy stream's partial rollouts; the failed stream recorded nothing
+        assert [r.length for r in shipped] == [2] * E
+        assert all(np.isfinite(r.behaviour_logits).all() and r.policy_version == 4 for r in shipped)
+        counted = {
+            (s.labels["code"], s.labels["reason"]): s.value
+            for m in pool.metrics.rejected_streams.collect()
+            for s in m.samples
+            if s.name.endswith("_total")
+        }
+        assert counted == {("INTERNAL", "inference"): 1.0}

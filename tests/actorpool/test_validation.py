@@ -32,6 +32,7 @@ def test_fast_path_matches_check_step(dtype: str, ended: bool) -> None:
     for field in ("observation", "reward", "terminated", "truncated", "ended"):
         np.testing.assert_array_equal(getattr(got, field), getattr(want, field))
     assert got.observation.dtype == want.observation.dtype
+    assert (got.any_ended, got.any_truncated) == (want.any_ended, want.any_truncated) == (ended, False)
 
 
 @pytest.mark.parametrize(

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import hashlib
 import os
+import socket
 from collections.abc import AsyncIterator, Callable
 
 import grpc
@@ -138,7 +139,12 @@ async def test_slow_malformed_and_excess_connections_are_refused(redis_server: R
         magic, status, _, _ = bulk.RESPONSE.unpack(await garbage_reader.readexactly(bulk.RESPONSE.size))
         garbage.close()
         assert (magic, status) == (bulk.MAGIC, bulk.Status.MALFORMED)
-        assert (refused(registry, "busy"), refused(registry, "malformed")) == (1, 1)
+        long_token_reader, long_token = await asyncio.open_connection(*address)
+        long_token.write(bulk.REQUEST.pack(bulk.PUSH_MAGIC, 0, bulk.MAX_TOKEN_BYTES + 1))
+        header = await long_token_reader.readexactly(bulk.FRAME.size)  # a push request: refused as a frame
+        long_token.close()
+        assert bulk.FRAME.unpack(header)[:2] == (bulk.PUSH_MAGIC, bulk.Status.MALFORMED)
+        assert (refused(registry, "busy"), refused(registry, "malformed")) == (1, 2)
         assert await bulk_client.fetch(*address, 1, TOKEN, total_bytes=3, timeout_s=10) == b"one"  # still serving
 
 
@@ -313,8 +319,9 @@ async def test_a_pushed_version_larger_than_allowed_is_refused_by_the_subscriber
         receiver = await bulk_client.push_subscribe(
             "127.0.0.1", service.bulk.port, 0, TOKEN, max_bytes=1024, timeout_s=10
         )
-        with pytest.raises(bulk_client.FetchError, match="2048 bytes, more than 1024"):
+        with pytest.raises(bulk_client.FetchError, match="2048 bytes, more than 1024") as info:
             await asyncio.wait_for(receiver.next(10), 10)
+        assert info.value.reason == "too_large"  # the label of the subscriber's fallback
 
 
 async def test_stopping_the_service_ends_push_subscriptions_cleanly(redis_server: RedisServer) -> None:
@@ -339,16 +346,77 @@ async def test_a_subscriber_follows_versions_on_one_push_connection_and_leaves_t
         fallbacks: list[str] = []
         sub.on_bulk_fallback = fallbacks.append
         updates = sub.updates()
+        connections: set[asyncio.Task[None]] = set()
         try:
             for version in (1, 2, 3):
                 payload = os.urandom(500_000)
                 commit(service, version, payload)
                 update = await asyncio.wait_for(anext(updates), 10)
                 assert (update.version, update.fingerprint, update.payload) == (version, "fp-a", payload)
-                assert len(service.bulk._connections) == 1
+                connections |= service.bulk._connections
+                assert len(connections) == 1  # the same connection all along, not one per version
                 # the push connection only: the Subscribe stream that announced the data plane has ended
                 await until(lambda: registry.get_sample_value("impala_weights_subscribers") == 1, "one subscriber")
         finally:
             await updates.aclose()
             await sub.close()
         assert fallbacks == []
+
+
+async def test_close_ends_updates_while_they_wait_for_a_push(redis_server: RedisServer) -> None:
+    async with running_service(redis_server.url) as (service, _):
+        assert service.bulk is not None
+        sub = subscriber(service)
+        fallbacks: list[str] = []
+        sub.on_bulk_fallback = fallbacks.append
+        updates = sub.updates()
+        commit(service, 1, b"one")
+        assert (await asyncio.wait_for(anext(updates), 10)).version == 1
+        waiting = asyncio.create_task(anext(updates))  # following the push connection
+        await asyncio.sleep(0.1)
+        await sub.close()
+        with pytest.raises(StopAsyncIteration):
+            await asyncio.wait_for(waiting, 10)
+        await until(lambda: not service.bulk._connections, "the push connection closed")  # type: ignore[union-attr]
+        assert fallbacks == []  # closing is not a data-plane failure
+
+
+async def test_push_connections_keep_alive_on_both_ends(redis_server: RedisServer) -> None:
+    async with running_service(redis_server.url) as (service, _):
+        commit(service, 1, b"one")
+        assert service.bulk is not None
+        receiver = await bulk_client.push_subscribe(
+            "127.0.0.1", service.bulk.port, 0, TOKEN, max_bytes=1024, timeout_s=10
+        )
+        try:
+            assert await asyncio.wait_for(receiver.next(10), 10) is not None
+            assert receiver.transport is not None
+            sock = receiver.transport.get_extra_info("socket")
+            assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
+            if hasattr(socket, "TCP_KEEPIDLE"):  # Linux: probes after 20 s idle, not the kernel's 2 h
+                assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == 20
+        finally:
+            receiver.close()
+
+
+async def test_a_data_plane_that_accepts_but_never_pushes_falls_back_to_chunks(redis_server: RedisServer) -> None:
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()  # takes the request, never answers
+        writer.close()
+
+    mute = await asyncio.start_server(silent, "127.0.0.1", 0)
+    async with mute, running_service(redis_server.url) as (service, _):
+        service.servicer.bulk_port = mute.sockets[0].getsockname()[1]
+        sub = subscriber(service, bulk_timeout_s=0.3)
+        fallbacks: list[str] = []
+        sub.on_bulk_fallback = fallbacks.append
+        updates = sub.updates()
+        try:
+            payload = os.urandom(100_000)
+            commit(service, 1, payload)
+            update = await asyncio.wait_for(anext(updates), 10)
+            assert (update.version, update.payload) == (1, payload)
+        finally:
+            await updates.aclose()
+            await sub.close()
+        assert fallbacks == ["fetch"]

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -24,6 +25,8 @@ import numpy.typing as npt
 
 from impala.actorpool.metrics import PoolMetrics
 from impala.actorpool.policy import ActResult, PolicyHolder
+
+log = logging.getLogger(__name__)
 
 State = tuple[npt.NDArray[np.float32], ...]
 
@@ -157,7 +160,8 @@ class DynamicBatcher:
         started = time.perf_counter()
         try:
             result, swapped = self.policy.act(obs, done, state)
-        except Exception as err:  # a model failure must not hang every client
+        except Exception as err:  # a model failure must not hang every client: each stream ends INTERNAL
+            log.error("inference failed for a batch", extra={"rows": int(obs.shape[0]), "error": repr(err)})
             return err
         return result, swapped, time.perf_counter() - started
 

@@ -36,6 +36,11 @@ class ActResult:
     version: int
 
 
+class NonFiniteOutputError(ArithmeticError):
+    """The model's logits or values are NaN or infinite (diverged weights): no action is sampled
+    from them, and no rollout records them."""
+
+
 class PolicyHolder:
     """Owns the acting model. ``act`` runs on one thread only (the event loop's, or the inference thread)."""
 
@@ -87,6 +92,12 @@ class PolicyHolder:
             logits, baseline, action, *core_state = (t.numpy() for t in outputs)
         else:
             logits, baseline, action, *core_state = self._on_device(obs, gumbel, state)
+        if not (np.isfinite(logits).all() and np.isfinite(baseline).all()):
+            # argmax over NaN still picks an index: say so instead of acting on garbage.
+            bad = int((~np.isfinite(logits).all(axis=-1) | ~np.isfinite(baseline)).sum())
+            raise NonFiniteOutputError(
+                f"policy version {self.version} gave non-finite logits or values for {bad} of {len(baseline)} rows"
+            )
         result = ActResult(
             action=action,
             logits=logits.astype(np.float32, copy=False),

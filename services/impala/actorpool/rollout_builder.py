@@ -87,8 +87,7 @@ class StreamRollouts:
         self.terminated[t] = False
         self.truncated[t] = False
         self.bootstrap[t] = 0.0
-        self.ep_return += reward
-        self.ep_length += 1
+        self._add_step(reward)
         return self._advance(next_obs)
 
     def _advance(self, next_obs: Array) -> list[bytes]:
@@ -124,9 +123,12 @@ class StreamRollouts:
             buf[L:] = 0
         return self._ship(L)
 
-    def _count_episodes(self, reward: npt.NDArray[np.float32], ended: npt.NDArray[np.bool_]) -> None:
+    def _add_step(self, reward: npt.NDArray[np.float32]) -> None:
         self.ep_return += reward
         self.ep_length += 1
+
+    def _count_episodes(self, reward: npt.NDArray[np.float32], ended: npt.NDArray[np.bool_]) -> None:
+        self._add_step(reward)
         if not ended.any():  # most steps: no index arrays to build
             return
         for i in np.flatnonzero(ended):

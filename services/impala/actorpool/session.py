@@ -205,7 +205,10 @@ class Session:
             obs = np.concatenate([obs, step.final_observation[pick]])
             done = np.concatenate([done, np.zeros(len(truncated_rows), dtype=np.bool_)])
             state = tuple(np.concatenate([s, old[truncated_rows]]) for s, old in zip(state, self.state, strict=True))
-        result = await self.pool.batcher.infer(obs, done, state)
+        try:
+            result = await self.pool.batcher.infer(obs, done, state)
+        except Exception as err:  # the model failed on the whole batch (logged once by the batcher)
+            raise StreamError(grpc.StatusCode.INTERNAL, "inference", f"inference failed: {err}") from err
         assert result.action.shape[0] >= E
         return result
 

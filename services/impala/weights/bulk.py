@@ -155,8 +155,8 @@ class BulkServer:
         except TimeoutError:
             self._count(peer, "timeout", f"no request within {self.request_timeout_s} s")
             return
-        except ValueError as exc:
-            await self._refuse(conn, peer, Status.MALFORMED, "malformed", str(exc), push=False)
+        except MalformedRequestError as exc:
+            await self._refuse(conn, peer, Status.MALFORMED, "malformed", str(exc), exc.push)
             return
         if len(self._connections) > self.max_connections:
             await self._refuse(conn, peer, Status.BUSY, "busy", f"more than {self.max_connections} connections", push)
@@ -177,16 +177,16 @@ class BulkServer:
 
     async def _push(self, conn: socket.socket, peer: str, after: int) -> None:
         """Send every version newer than ``after`` until the subscriber leaves or the store closes."""
-        _keep_alive(conn)
+        keep_alive(conn)
         self.metrics.subscribers.inc()
         log.info("push subscriber joined", extra={"subscriber": peer, "after_version": after})
         left = asyncio.create_task(_closed_by_peer(conn))
+        newer: asyncio.Task[WeightVersion | None] | None = None
         try:
             while True:
                 newer = asyncio.create_task(self.store.wait_newer(after))
                 await asyncio.wait((newer, left), return_when=asyncio.FIRST_COMPLETED)
                 if left.done():
-                    newer.cancel()
                     return
                 latest = newer.result()
                 if latest is None:  # the service is stopping; the subscriber resubscribes elsewhere
@@ -197,6 +197,8 @@ class BulkServer:
                 after = latest.version
         finally:
             left.cancel()
+            if newer is not None:  # cancelled while waiting (the service stops), or the subscriber left
+                newer.cancel()
             self.metrics.subscribers.dec()
             log.info("push subscriber left", extra={"subscriber": peer, "last_version": after})
 
@@ -225,19 +227,33 @@ class BulkServer:
         self.metrics.bulk_refused.labels(reason).inc()
         # GONE is routine (a slow subscriber asked for a version a newer one replaced).
         level = logging.INFO if reason == "gone" else logging.WARNING
-        log.log(level, "bulk fetch refused", extra={"peer": peer, "reason": reason, "error": detail})
+        log.log(
+            level,
+            "bulk data plane refused or cut off a connection",
+            extra={"peer": peer, "reason": reason, "error": detail},
+        )
+
+
+class MalformedRequestError(ValueError):
+    """A request the data plane cannot read; ``push`` when it was a push request (the refusal then
+    takes the push frame format, as the subscriber expects)."""
+
+    def __init__(self, message: str, *, push: bool = False) -> None:
+        super().__init__(message)
+        self.push = push
 
 
 async def _read_request(conn: socket.socket) -> tuple[bool, int, bytes]:
-    """(push, version, token) of one request; ``ValueError`` when malformed, ``ConnectionError`` when
-    cut short."""
+    """(push, version, token) of one request; ``MalformedRequestError`` when malformed,
+    ``ConnectionError`` when cut short."""
     head = await recv_exactly(conn, REQUEST.size)
     magic, version, token_len = REQUEST.unpack(head)
     if magic not in (MAGIC, PUSH_MAGIC):
-        raise ValueError(f"bad magic {magic!r}, expected {MAGIC!r} or {PUSH_MAGIC!r}")
+        raise MalformedRequestError(f"bad magic {magic!r}, expected {MAGIC!r} or {PUSH_MAGIC!r}")
+    push = magic == PUSH_MAGIC
     if token_len > MAX_TOKEN_BYTES:
-        raise ValueError(f"token of {token_len} bytes, more than {MAX_TOKEN_BYTES}")
-    return magic == PUSH_MAGIC, version, await recv_exactly(conn, token_len)
+        raise MalformedRequestError(f"token of {token_len} bytes, more than {MAX_TOKEN_BYTES}", push=push)
+    return push, version, await recv_exactly(conn, token_len)
 
 
 async def _closed_by_peer(conn: socket.socket) -> None:
@@ -246,8 +262,9 @@ async def _closed_by_peer(conn: socket.socket) -> None:
         await asyncio.get_running_loop().sock_recv(conn, 1)
 
 
-def _keep_alive(conn: socket.socket) -> None:
-    """TCP keepalive on an idle push connection: a peer gone without a FIN is noticed within ~40 s."""
+def keep_alive(conn: socket.socket) -> None:
+    """TCP keepalive on an idle push connection (both ends): a peer gone without a FIN or RST (a dead
+    node, a dropped NAT entry) is noticed within ~40 s instead of the kernel's default two hours."""
     conn.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
     for option, value in (("TCP_KEEPIDLE", 20), ("TCP_KEEPINTVL", 5), ("TCP_KEEPCNT", 4)):
         if hasattr(socket, option):  # Linux names; other systems keep their defaults

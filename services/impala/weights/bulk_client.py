@@ -1,9 +1,11 @@
 """The subscriber's side of the bulk data plane (``bulk.py`` has the wire format and the server).
 
-``fetch`` takes one version over one connection. ``push_subscribe`` opens a connection that the
-service keeps writing versions to (``PushReceiver.next`` hands out the newest complete one); this is
-what ``WeightSubscriber`` uses, because a version then costs the service what the raw fan-out costs:
-no announcement, no connection set-up and no request per version (ADR 0013).
+``push_subscribe`` opens a connection that the service keeps writing versions to
+(``PushReceiver.next`` hands out the newest complete one); this is what ``WeightSubscriber`` uses,
+because a version then costs the service what the raw fan-out costs: no announcement, no connection
+set-up and no request per version (ADR 0013). ``fetch`` takes one version over one connection: the
+reference client of the fetch request that the service still serves (protocol.md §12), used by the
+tests; the pool does not fetch.
 Both read with an ``asyncio.BufferedProtocol`` straight into their buffers: no future and no copy per
 read (at 16 subscribers of 6.4 MB a ``sock_recv_into`` loop was CPU-bound on the subscriber's side).
 """
@@ -11,20 +13,21 @@ read (at 16 subscribers of 6.4 MB a ``sock_recv_into`` loop was CPU-bound on the
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 from dataclasses import dataclass
 
-from impala.weights.bulk import FRAME, MAGIC, PUSH_MAGIC, RESPONSE, Status, request
+from impala.weights.bulk import FRAME, MAGIC, PUSH_MAGIC, RESPONSE, Status, keep_alive, request
 
 
 class FetchError(Exception):
     """Bytes that did not arrive as announced; ``status`` is the service's answer (None when the
-    connection failed, timed out, or the bytes did not match the announcement)."""
+    connection failed, timed out, or the bytes did not match the announcement). ``reason`` labels the
+    subscriber's fallback: the status in lower case, else ``reason`` as given, else "fetch"."""
 
-    def __init__(self, message: str, status: Status | None = None) -> None:
+    def __init__(self, message: str, status: Status | None = None, *, reason: str = "fetch") -> None:
         super().__init__(message)
         self.status = status
+        self.reason = status.name.lower() if status is not None else reason
 
 
 def _status(value: int) -> Status | None:
@@ -128,7 +131,7 @@ async def push_subscribe(
         raise FetchError(f"data plane unreachable: {exc!r}") from None
     sock = transport.get_extra_info("socket")
     if sock is not None:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        keep_alive(sock)  # between versions the connection is idle for as long as training takes
     transport.write(request(after_version, token, push=True))
     return receiver
 
@@ -210,7 +213,9 @@ class PushReceiver(asyncio.BufferedProtocol):
             elif status != Status.OK:
                 self._fail(FetchError(f"data plane answered status {status}", _status(status)))
             elif length > self.max_bytes:
-                self._fail(FetchError(f"a pushed version of {length} bytes, more than {self.max_bytes}"))
+                self._fail(
+                    FetchError(f"a pushed version of {length} bytes, more than {self.max_bytes}", reason="too_large")
+                )
             else:
                 self._header = (version, length, sha.hex(), fp_len)
                 self._stage, self._view, self._got = "fingerprint", memoryview(bytearray(fp_len)), 0

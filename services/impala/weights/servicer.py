@@ -3,8 +3,9 @@
 Subscribe streams bytes, not messages: a version's chunks are kept serialized, as the publisher sent
 them (``WeightVersion.wire``), and the method is registered with an identity response serializer,
 so N subscribers cost N socket writes of the same buffers and no encoding at all.
-A subscriber that asks for ``bulk`` gets one small announcement per version instead, when the
-service runs the bulk data plane (``bulk_port`` set), and fetches the bytes there (``bulk.py``).
+A subscriber that asks for ``bulk`` gets one small announcement instead, when the service runs the
+bulk data plane (``bulk_port`` set), and takes the versions there: ``WeightSubscriber`` ends the
+Subscribe stream and keeps a push connection to the data plane (``bulk.py``, ADR 0013).
 
 Status codes a client can see:
 - Publish ``INVALID_ARGUMENT``: malformed chunk stream (order, header, sizes, over max_version_bytes).

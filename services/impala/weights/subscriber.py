@@ -107,6 +107,7 @@ class WeightSubscriber:
         self._backoff = backoff or Backoff(base_s=0.1, cap_s=10.0)
         self._closed = asyncio.Event()
         self._call: grpc.aio.UnaryStreamCall[weights_pb2.SubscribeRequest, weights_pb2.WeightChunk] | None = None
+        self._receiver: bulk_client.PushReceiver | None = None
 
     async def updates(self) -> AsyncGenerator[WeightUpdate, None]:
         """Each new version, forever (until ``close()``)."""
@@ -125,8 +126,12 @@ class WeightSubscriber:
                 if back_to_bulk:
                     bulk = True
                     continue
+                if self._closed.is_set():
+                    return
                 self._log_failure(grpc.StatusCode.OK, "stream ended")
             except _BulkFailedError as exc:
+                if self._closed.is_set():
+                    return
                 self._fall_back(exc)
                 bulk = False  # at once, no backoff: the gRPC side is fine
                 continue
@@ -139,10 +144,12 @@ class WeightSubscriber:
             await self._backoff.sleep_async(self._closed)
 
     async def close(self) -> None:
-        """End ``updates()`` and close the channel."""
+        """End ``updates()`` and close the channel and the push connection."""
         self._closed.set()
         if self._call is not None:
             self._call.cancel()
+        if self._receiver is not None:
+            self._receiver.close()  # ``updates()`` waiting for a pushed version ends
         await self._channel.close()
 
     async def _subscribe_once(self, bulk: bool) -> AsyncGenerator[WeightUpdate, None]:
@@ -178,9 +185,11 @@ class WeightSubscriber:
 
     async def _pushed(self, port: int, announced: int) -> AsyncGenerator[WeightUpdate, None]:
         """Each version the data plane pushes, checked; ends when the service closes the connection
-        between versions (it is stopping). Raises ``_BulkFailedError`` for anything else."""
+        between versions (it is stopping) or on ``close()``. Raises ``_BulkFailedError`` for anything
+        else, including no frame within ``bulk_timeout_s`` of connecting: the announcement promised a
+        newer version, which the service pushes at once."""
         try:
-            receiver = await bulk_client.push_subscribe(
+            receiver = self._receiver = await bulk_client.push_subscribe(
                 self._host,
                 port,
                 self.last_version,
@@ -190,21 +199,31 @@ class WeightSubscriber:
             )
         except bulk_client.FetchError as exc:
             raise _BulkFailedError("fetch", str(exc), announced) from None
+        first = True
         try:
-            while True:
+            while not self._closed.is_set():
                 try:
-                    pushed = await receiver.next(self.bulk_timeout_s)
+                    async with asyncio.timeout(self.bulk_timeout_s if first else None):
+                        pushed = await receiver.next(self.bulk_timeout_s)
+                except TimeoutError:
+                    raise _BulkFailedError(
+                        "fetch", f"no version pushed within {self.bulk_timeout_s} s of connecting", announced
+                    ) from None
                 except bulk_client.FetchError as exc:
-                    reason = exc.status.name.lower() if exc.status is not None else "fetch"
-                    raise _BulkFailedError(reason, str(exc), announced) from None
+                    if self._closed.is_set():
+                        return
+                    raise _BulkFailedError(exc.reason, str(exc), announced) from None
+                first = False
                 if pushed is None:
-                    log.info("the weight service closed the push connection", extra={"address": self.address})
+                    if not self._closed.is_set():
+                        log.info("the weight service closed the push connection", extra={"address": self.address})
                     return
                 payload = bytes(pushed.payload)  # decoders want bytes; one copy per version on this side
                 receiver.release(pushed.payload)
                 yield await self._checked(pushed, payload)
         finally:
             receiver.close()
+            self._receiver = None
 
     async def _checked(self, pushed: bulk_client.Pushed, payload: bytes) -> WeightUpdate:
         """The pushed version once its fingerprint, order and sha256 are right; ``_BulkFailedError`` if not."""
