@@ -18,6 +18,7 @@ from impala.core.redis_server import RedisServer
 from impala.weights import bulk, bulk_client
 from impala.weights.chunks import WeightVersion
 from impala.weights.server import WeightService
+from impala.weights.subscriber import WeightSubscriber, WeightUpdate
 from impala.weights.v1 import weights_pb2, weights_pb2_grpc
 from tests.support import wait_for
 
@@ -37,6 +38,16 @@ def refused(registry: CollectorRegistry, reason: str) -> float:
 async def until(probe: Callable[[], object], what: str) -> None:
     """``tests.support.wait_for`` off the loop, so the service keeps running meanwhile."""
     await asyncio.to_thread(wait_for, probe, timeout_s=10.0, what=what)
+
+
+def watched(
+    service: WeightService, **options: float
+) -> tuple[WeightSubscriber, list[str], AsyncIterator[WeightUpdate]]:
+    """A subscriber, the list its fallbacks to chunks append their reasons to, and its updates."""
+    sub = subscriber(service, **options)
+    fallbacks: list[str] = []
+    sub.on_bulk_fallback = fallbacks.append
+    return sub, fallbacks, sub.updates()
 
 
 async def first_message(service: WeightService, *, bulk_requested: bool) -> weights_pb2.WeightChunk:
@@ -194,10 +205,8 @@ async def test_wrong_bulk_bytes_fall_back_to_chunks(
     liar = lying_data_plane(answer, payloads, stall=stall)
     async with running_service(redis_server.url) as (service, _), liar as liar_port:
         service.servicer.bulk_port = liar_port  # announcements now send subscribers to the liar
-        fallbacks: list[str] = []
-        sub = subscriber(service, bulk_timeout_s=0.3)  # a frame begun and stalled for 0.3 s is given up
-        sub.on_bulk_fallback = fallbacks.append
-        updates = sub.updates()
+        # a frame begun and stalled for 0.3 s is given up
+        sub, fallbacks, updates = watched(service, bulk_timeout_s=0.3)
         try:
             for version in (1, 2):
                 payload = payloads[version] = os.urandom(1_000_000)
@@ -224,22 +233,26 @@ async def test_a_subscriber_that_stops_reading_is_cut_off(redis_server: RedisSer
         assert registry.get_sample_value("impala_weights_sent_total") == 1
 
 
+async def fallbacks_taking_one_version(service: WeightService, bulk_port: int, **options: float) -> list[str]:
+    """Announce ``bulk_port`` as the data plane, commit a version, check that a subscriber still gets
+    it byte-exact, and return the reasons of its fallbacks to chunks."""
+    service.servicer.bulk_port = bulk_port
+    sub, fallbacks, updates = watched(service, **options)
+    try:
+        payload = os.urandom(100_000)
+        commit(service, 1, payload)
+        update = await asyncio.wait_for(anext(updates), 10)
+        assert (update.version, update.payload) == (1, payload)
+    finally:
+        await updates.aclose()
+        await sub.close()
+    return fallbacks
+
+
 async def test_an_announcement_naming_no_tcp_port_falls_back_to_chunks(redis_server: RedisServer) -> None:
     async with running_service(redis_server.url) as (service, _):
-        service.servicer.bulk_port = 70_000  # a broken or hostile service: not a TCP port
-        fallbacks: list[str] = []
-        sub = subscriber(service)
-        sub.on_bulk_fallback = fallbacks.append
-        updates = sub.updates()
-        try:
-            payload = os.urandom(100_000)
-            commit(service, 1, payload)
-            update = await asyncio.wait_for(anext(updates), 10)
-            assert (update.version, update.payload) == (1, payload)
-        finally:
-            await updates.aclose()
-            await sub.close()
-        assert fallbacks == ["malformed"]
+        # a broken or hostile service: not a TCP port
+        assert await fallbacks_taking_one_version(service, 70_000) == ["malformed"]
 
 
 async def read_frame(reader: asyncio.StreamReader) -> tuple[int, int, str, str, bytes]:
@@ -276,14 +289,18 @@ async def test_a_push_connection_carries_each_new_version_until_the_subscriber_l
         assert not any(refused(registry, r) for r in ("disconnected", "send_timeout"))
 
 
+async def push_to(service: WeightService, *, after: int = 0, token: str = TOKEN) -> bulk_client.PushReceiver:
+    """A push subscription to the service's data plane for versions newer than ``after`` (≤ 1 KiB)."""
+    assert service.bulk is not None
+    return await bulk_client.push_subscribe("127.0.0.1", service.bulk.port, after, token, max_bytes=1024, timeout_s=10)
+
+
 async def test_a_push_subscription_skips_to_the_newest_and_waits_for_newer(redis_server: RedisServer) -> None:
     async with running_service(redis_server.url) as (service, _):
         assert service.bulk is not None
         for version in (1, 2, 3):
             commit(service, version, b"v%d" % version)
-        receiver = await bulk_client.push_subscribe(
-            "127.0.0.1", service.bulk.port, 1, TOKEN, max_bytes=1024, timeout_s=10
-        )
+        receiver = await push_to(service, after=1)
         try:
             first = await asyncio.wait_for(receiver.next(10), 10)
             assert first is not None and (first.version, bytes(first.payload)) == (3, b"v3")
@@ -301,10 +318,7 @@ async def test_a_push_subscription_skips_to_the_newest_and_waits_for_newer(redis
 async def test_push_without_the_token_is_refused(redis_server: RedisServer, token: str) -> None:
     async with running_service(redis_server.url) as (service, registry):
         commit(service, 1, b"secret weights")
-        assert service.bulk is not None
-        receiver = await bulk_client.push_subscribe(
-            "127.0.0.1", service.bulk.port, 0, token, max_bytes=1024, timeout_s=10
-        )
+        receiver = await push_to(service, token=token)
         with pytest.raises(bulk_client.FetchError) as info:
             await asyncio.wait_for(receiver.next(10), 10)
         assert info.value.status == bulk.Status.UNAUTHENTICATED
@@ -315,10 +329,7 @@ async def test_push_without_the_token_is_refused(redis_server: RedisServer, toke
 async def test_a_pushed_version_larger_than_allowed_is_refused_by_the_subscriber(redis_server: RedisServer) -> None:
     async with running_service(redis_server.url) as (service, _):
         commit(service, 1, bytes(2048))
-        assert service.bulk is not None
-        receiver = await bulk_client.push_subscribe(
-            "127.0.0.1", service.bulk.port, 0, TOKEN, max_bytes=1024, timeout_s=10
-        )
+        receiver = await push_to(service)
         with pytest.raises(bulk_client.FetchError, match="2048 bytes, more than 1024") as info:
             await asyncio.wait_for(receiver.next(10), 10)
         assert info.value.reason == "too_large"  # the label of the subscriber's fallback
@@ -327,10 +338,7 @@ async def test_a_pushed_version_larger_than_allowed_is_refused_by_the_subscriber
 async def test_stopping_the_service_ends_push_subscriptions_cleanly(redis_server: RedisServer) -> None:
     async with running_service(redis_server.url) as (service, _):
         commit(service, 1, b"one")
-        assert service.bulk is not None
-        receiver = await bulk_client.push_subscribe(
-            "127.0.0.1", service.bulk.port, 0, TOKEN, max_bytes=1024, timeout_s=10
-        )
+        receiver = await push_to(service)
         first = await asyncio.wait_for(receiver.next(10), 10)
         assert first is not None and first.version == 1
         waiting = asyncio.create_task(receiver.next(10))
@@ -342,10 +350,7 @@ async def test_a_subscriber_follows_versions_on_one_push_connection_and_leaves_t
 ) -> None:
     async with running_service(redis_server.url) as (service, registry):
         assert service.bulk is not None
-        sub = subscriber(service)
-        fallbacks: list[str] = []
-        sub.on_bulk_fallback = fallbacks.append
-        updates = sub.updates()
+        sub, fallbacks, updates = watched(service)
         connections: set[asyncio.Task[None]] = set()
         try:
             for version in (1, 2, 3):
@@ -366,10 +371,7 @@ async def test_a_subscriber_follows_versions_on_one_push_connection_and_leaves_t
 async def test_close_ends_updates_while_they_wait_for_a_push(redis_server: RedisServer) -> None:
     async with running_service(redis_server.url) as (service, _):
         assert service.bulk is not None
-        sub = subscriber(service)
-        fallbacks: list[str] = []
-        sub.on_bulk_fallback = fallbacks.append
-        updates = sub.updates()
+        sub, fallbacks, updates = watched(service)
         commit(service, 1, b"one")
         assert (await asyncio.wait_for(anext(updates), 10)).version == 1
         waiting = asyncio.create_task(anext(updates))  # following the push connection
@@ -384,10 +386,7 @@ async def test_close_ends_updates_while_they_wait_for_a_push(redis_server: Redis
 async def test_push_connections_keep_alive_on_both_ends(redis_server: RedisServer) -> None:
     async with running_service(redis_server.url) as (service, _):
         commit(service, 1, b"one")
-        assert service.bulk is not None
-        receiver = await bulk_client.push_subscribe(
-            "127.0.0.1", service.bulk.port, 0, TOKEN, max_bytes=1024, timeout_s=10
-        )
+        receiver = await push_to(service)
         try:
             assert await asyncio.wait_for(receiver.next(10), 10) is not None
             assert receiver.transport is not None
@@ -406,17 +405,5 @@ async def test_a_data_plane_that_accepts_but_never_pushes_falls_back_to_chunks(r
 
     mute = await asyncio.start_server(silent, "127.0.0.1", 0)
     async with mute, running_service(redis_server.url) as (service, _):
-        service.servicer.bulk_port = mute.sockets[0].getsockname()[1]
-        sub = subscriber(service, bulk_timeout_s=0.3)
-        fallbacks: list[str] = []
-        sub.on_bulk_fallback = fallbacks.append
-        updates = sub.updates()
-        try:
-            payload = os.urandom(100_000)
-            commit(service, 1, payload)
-            update = await asyncio.wait_for(anext(updates), 10)
-            assert (update.version, update.payload) == (1, payload)
-        finally:
-            await updates.aclose()
-            await sub.close()
-        assert fallbacks == ["fetch"]
+        port = mute.sockets[0].getsockname()[1]
+        assert await fallbacks_taking_one_version(service, port, bulk_timeout_s=0.3) == ["fetch"]
