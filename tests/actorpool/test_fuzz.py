@@ -161,8 +161,7 @@ def test_random_streams_get_specific_statuses(pool_thread: PoolThread, case: tup
 def test_healthy_client_is_served_and_nothing_leaks_after_many_bad_streams(patient_pool_thread: PoolThread) -> None:
     # Its own pool: with the fuzz pool's 0.3 s idle timeout, the healthy client's stream ended whenever
     # a round of 100 bad streams took longer than that (seen once, on a loaded machine).
-    pool_thread = patient_pool_thread
-    pool = pool_thread.pool
+    pool = patient_pool_thread.pool
     assert pool is not None
 
     async def scenario() -> tuple[int, int]:
@@ -180,7 +179,7 @@ def test_healthy_client_is_served_and_nothing_leaks_after_many_bad_streams(patie
         return tasks_before, len(asyncio.all_tasks())
 
     rss_before = rss_mib(os.getpid())
-    tasks_before, tasks_after = asyncio.run_coroutine_threadsafe(scenario(), pool_thread.loop).result(120)
+    tasks_before, tasks_after = asyncio.run_coroutine_threadsafe(scenario(), patient_pool_thread.loop).result(120)
     rss_after = rss_mib(os.getpid())
     assert not pool.servicer.sessions
     assert tasks_after <= tasks_before + 2

@@ -132,7 +132,6 @@ class Session:
             if msg.WhichOneof("kind") != "step":
                 raise unexpected("Hello may be sent only once, as the first message")
             step = self.checker.check(msg.step, first=first)
-            # the core state where episodes (re)start
             state_in = self._reset(self.state, step.ended) if step.any_ended else self.state
             try:
                 result = await self._infer(step, state_in)
@@ -238,7 +237,8 @@ class Session:
 
     @staticmethod
     def _reset(state: State, ended: npt.NDArray[np.bool_]) -> State:
-        if not state or not ended.any():
+        """The core state with the rows where an episode (re)starts zeroed (called when one does)."""
+        if not state:
             return state
         return tuple(np.where(ended.reshape(-1, *([1] * (s.ndim - 1))), 0.0, s).astype(np.float32) for s in state)
 

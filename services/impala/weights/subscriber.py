@@ -209,9 +209,7 @@ class WeightSubscriber:
                     raise _BulkFailedError(
                         "fetch", f"no version pushed within {self.bulk_timeout_s} s of connecting", announced
                     ) from None
-                except bulk_client.FetchError as exc:
-                    if self._closed.is_set():
-                        return
+                except bulk_client.FetchError as exc:  # after close() too: updates() then just ends
                     raise _BulkFailedError(exc.reason, str(exc), announced) from None
                 first = False
                 if pushed is None:

@@ -90,20 +90,19 @@ ROUNDS = 3
 
 def measure(obs: str, num_envs: int, streams: int, seconds: float) -> tuple[float, float]:
     """Median env steps/s of the echo and of the pool, measured in alternation."""
-    servers: list[tuple[subprocess.Popen[bytes], int]] = []
-    rates: list[list[float]] = [[], []]
+    servers: dict[str, tuple[subprocess.Popen[bytes], int]] = {}
+    rates: dict[str, list[float]] = {"echo": [], "pool": []}
     try:
-        for kind in ("echo", "pool"):
-            servers.append(start_server(kind, obs))
+        for kind in rates:
+            servers[kind] = start_server(kind, obs)
         for _ in range(ROUNDS):
-            for (_, port), rate in zip(servers, rates, strict=True):
-                rate.append(asyncio.run(drive(port, obs, num_envs, streams, seconds / ROUNDS)))
+            for kind, (_, port) in servers.items():
+                rates[kind].append(asyncio.run(drive(port, obs, num_envs, streams, seconds / ROUNDS)))
     finally:
-        for proc, _ in servers:
+        for proc, _ in servers.values():
             proc.terminate()
             proc.wait(30)
-    echo, pool = (statistics.median(r) for r in rates)
-    return echo, pool
+    return statistics.median(rates["echo"]), statistics.median(rates["pool"])
 
 
 # (observation kind, envs per message, concurrent streams). Few streams show the latency-bound regime
