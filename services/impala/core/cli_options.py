@@ -42,28 +42,8 @@ def settings_command(
     exclude: tuple[str, ...] = (),
 ) -> None:
     """Register ``name`` on ``app``: parse options into ``settings_cls`` and call ``runner``."""
-    params: list[inspect.Parameter] = []
-    annotations: dict[str, Any] = {}
-    for field_name, field in settings_cls.model_fields.items():
-        if field_name in exclude:
-            continue
-        cli_type = _cli_type(field.annotation)
-        option = typer.Option(
-            f"--{field_name.replace('_', '-')}",
-            help=f"{field.description or ''} [env IMPALA_{field_name.upper()}; default {field.default!r}]",
-            show_default=False,
-        )
-        if cli_type is bool:
-            option = typer.Option(
-                f"--{field_name.replace('_', '-')}/--no-{field_name.replace('_', '-')}",
-                help=f"{field.description or ''} [env IMPALA_{field_name.upper()}; default {field.default!r}]",
-                show_default=False,
-            )
-        annotation = Annotated[cli_type | None, option]  # type: ignore[valid-type]
-        annotations[field_name] = annotation
-        params.append(
-            inspect.Parameter(field_name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=annotation)
-        )
+    params = settings_parameters(settings_cls, exclude=exclude)
+    annotations = {param.name: param.annotation for param in params}
 
     def command(**kwargs: Any) -> None:
         given = {k: v for k, v in kwargs.items() if v is not None}
@@ -81,3 +61,30 @@ def settings_command(
     command.__doc__ = help_text
     command.__name__ = name.replace("-", "_")
     app.command(name, help=help_text)(command)
+
+
+def settings_parameters(
+    settings_cls: type[BaseSettings], *, exclude: tuple[str, ...] | frozenset[str] = ()
+) -> list[inspect.Parameter]:
+    """One keyword-only ``--field-name`` option (default None: "not given") per field of ``settings_cls``."""
+    params: list[inspect.Parameter] = []
+    for field_name, field in settings_cls.model_fields.items():
+        if field_name in exclude:
+            continue
+        cli_type = _cli_type(field.annotation)
+        option = typer.Option(
+            f"--{field_name.replace('_', '-')}",
+            help=f"{field.description or ''} [env IMPALA_{field_name.upper()}; default {field.default!r}]",
+            show_default=False,
+        )
+        if cli_type is bool:
+            option = typer.Option(
+                f"--{field_name.replace('_', '-')}/--no-{field_name.replace('_', '-')}",
+                help=f"{field.description or ''} [env IMPALA_{field_name.upper()}; default {field.default!r}]",
+                show_default=False,
+            )
+        annotation = Annotated[cli_type | None, option]  # type: ignore[valid-type]
+        params.append(
+            inspect.Parameter(field_name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=annotation)
+        )
+    return params

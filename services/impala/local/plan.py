@@ -210,3 +210,10 @@ def service_argv(command: str, settings: BaseSettings) -> list[str]:
 def default_envs_per_client(env: str, clients: int) -> int:
     """The preset's env slots spread over ``clients`` processes (rounded up)."""
     return max(1, -(-preset(env).num_envs // max(1, clients)))
+
+
+def effective_config_line(learner: LearnerSettings) -> str:
+    """One line with the run's effective learning and model configuration (printed at start)."""
+    names = ("env", "model", "hidden_size", "use_lstm", "unroll_length", "batch_size", "optimizer", "learning_rate",
+             "loss_reduction", "entropy_cost", "baseline_cost", "grad_norm_clipping", "discounting", "total_steps")  # fmt: skip
+    return "config: " + " ".join(f"{name}={getattr(learner, name)}" for name in names) + " (all of it in config.json)"

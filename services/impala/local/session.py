@@ -26,7 +26,15 @@ from impala.core.redis_keys import RunKeys
 from impala.core.redis_server import RedisServer, RedisServerError, free_port
 from impala.local import readiness
 from impala.local.display import Display
-from impala.local.plan import HOST, Plan, Topology, build_plan, child_environment, service_argv
+from impala.local.plan import (
+    HOST,
+    Plan,
+    Topology,
+    build_plan,
+    child_environment,
+    effective_config_line,
+    service_argv,
+)
 from impala.local.recorder import MetricsCsv, TensorBoardLog, plot_learning_curve
 from impala.local.rundir import run_name, write_config, write_private, write_private_json
 from impala.local.stack import LocalOptions, Resolved
@@ -136,8 +144,10 @@ class Session:
             redis_url=server.url,
             checkpoint_dir=(self.run_dir / "checkpoints").resolve(),
             token_files=token_files,
+            overrides=self.options.overrides,
             saved=self.resolved.saved,
         )
+        self.note(effective_config_line(plan.learner))
         services = plan.services()
         write_config(self.run_dir / "config.json", self.resolved.summary(), services)
         for name, settings in services.items():

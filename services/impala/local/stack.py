@@ -8,7 +8,7 @@ target or the stack could not start, 2 bad options, 130 interrupted before the t
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +46,8 @@ class LocalOptions:
     tensorboard: bool = False
     live: bool = True
     startup_timeout_s: float = 180.0
+    # Hyperparameters the user set (flags, --config), per service: {"learner": {...}, "actorpool": {...}}.
+    overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
