@@ -21,7 +21,9 @@ def test_snapshot_reads_the_control_plane_keys(redis_client: redis.Redis) -> Non
     redis_client.hset(
         keys.learner_status,
         mapping={"env_steps": 1200, "learner_step": 30, "episode_return_mean": 87.5, "episodes": 140,
-                 "env_steps_per_second": 2500.5, "policy_lag_mean": 1.25, "heartbeat": time.time()},
+                 "env_steps_per_second": 2500.5, "policy_lag_mean": 1.25, "heartbeat": time.time(),
+                 "pg_loss": -0.5, "baseline_loss": 2.0, "entropy_loss": -0.01, "grad_norm": 3.5,
+                 "learning_rate": 4.8e-4},
     )  # fmt: skip
     now = time.time()
     for pool, clients, beat in (("p0", 2, now), ("p1", 3, now), ("gone", 9, now - 120)):
@@ -30,7 +32,10 @@ def test_snapshot_reads_the_control_plane_keys(redis_client: redis.Redis) -> Non
     for _ in range(4):
         redis_client.xadd(keys.rollouts, {"r": b"x"})
     snap = read_snapshot(redis_client, keys, 12.5)
-    assert snap == Snapshot(12.5, 1200, 30, 87.5, 140, 2500.5, 1.25, buffer_depth=4, clients=5)
+    assert snap == Snapshot(
+        12.5, 1200, 30, 87.5, 140, 2500.5, 1.25, buffer_depth=4, clients=5,
+        policy_loss=-0.5, value_loss=2.0, entropy_loss=-0.01, grad_norm=3.5, learning_rate=4.8e-4,
+    )  # fmt: skip
 
 
 def test_snapshot_before_anything_reported(redis_client: redis.Redis) -> None:

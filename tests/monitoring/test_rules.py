@@ -102,9 +102,14 @@ def test_prometheus_rule_carries_the_file_minus_disabled_plus_labels() -> None:
     got = {rule["alert"]: rule for group in rendered["spec"]["groups"] for rule in group["rules"]}
     # absent() selectors scoped to the release namespace, exactly as `impala local --prometheus` scopes them.
     scoped = scope_rules(ALERTS.read_text(), NAMESPACE)
-    expected = {rule["alert"]: rule for g in scoped["groups"] for rule in g["rules"] if rule["alert"] != "ImpalaNoEnvClients"}
+    expected = {
+        rule["alert"]: rule for g in scoped["groups"] for rule in g["rules"] if rule["alert"] != "ImpalaNoEnvClients"
+    }
     assert set(got) == set(expected)
-    assert f'absent_over_time(impala_learner_steps_total{{namespace="{NAMESPACE}",}}[1m])' in got["ImpalaLearnerAbsent"]["expr"]
+    assert (
+        f'absent_over_time(impala_learner_steps_total{{namespace="{NAMESPACE}",}}[1m])'
+        in got["ImpalaLearnerAbsent"]["expr"]
+    )
     for name, rule in expected.items():
         assert got[name]["expr"] == rule["expr"] and got[name]["for"] == rule["for"]
         assert got[name]["labels"] == {**rule["labels"], "team": "rl"}

@@ -20,7 +20,16 @@ REJECTIONS: tuple[tuple[str, str], ...] = (
     ("INTERNAL", "inference"),
 )
 # Why a weight version came over gRPC chunks instead of the bulk data plane (impala.weights.subscriber).
-BULK_FALLBACK_REASONS = ("checksum", "fingerprint", "fetch", "unauthenticated", "busy", "gone", "malformed", "too_large")
+BULK_FALLBACK_REASONS = (
+    "checksum",
+    "fingerprint",
+    "fetch",
+    "unauthenticated",
+    "busy",
+    "gone",
+    "malformed",
+    "too_large",
+)
 
 
 @dataclass(frozen=True)

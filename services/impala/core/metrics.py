@@ -89,5 +89,9 @@ class LatestValue(Collector):
         return [GaugeMetricFamily(self.name, self.documentation)]
 
     def collect(self) -> Iterable[Metric]:
+        # Unset: HELP and TYPE without a sample, as a labelled metric without children is exposed.
         value = self.value
-        return [] if value is None else [GaugeMetricFamily(self.name, self.documentation, value=value)]
+        family = GaugeMetricFamily(self.name, self.documentation)
+        if value is not None:
+            family.add_metric([], value)
+        return [family]

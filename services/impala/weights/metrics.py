@@ -10,7 +10,16 @@ from impala.core.metrics import LATENCY_BUCKETS, zero_labels
 
 # Label values, exported at 0 from the start (a counter born at 1 hides its first event from rate()).
 REJECTED_REASONS = ("malformed", "too_large", "checksum", "stale", "fingerprint")
-BULK_REFUSED_REASONS = ("unauthenticated", "gone", "malformed", "timeout", "busy", "send_timeout", "disconnected", "accept")
+BULK_REFUSED_REASONS = (
+    "unauthenticated",
+    "gone",
+    "malformed",
+    "timeout",
+    "busy",
+    "send_timeout",
+    "disconnected",
+    "accept",
+)
 
 
 @dataclass(frozen=True)
