@@ -108,7 +108,7 @@ class LocalPrometheus:
         self.port = self.port or free_port(HOST)
         self.directory.mkdir(parents=True, exist_ok=True)
         (self.directory / "rules.yaml").write_text(yaml.safe_dump(scope_rules(ALERTS.read_text(), self.namespace)))
-        self._write_config(armed=False)
+        self.write_config(armed=False)
 
     @property
     def url(self) -> str:
@@ -135,7 +135,7 @@ class LocalPrometheus:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline and not self.all_scraped():
             time.sleep(min(1.0, self.interval_s / 2))
-        self._write_config(armed=True)
+        self.write_config(armed=True)
         try:
             with urllib.request.urlopen(urllib.request.Request(f"{self.url}/-/reload", method="POST"), timeout=10):
                 return True
@@ -151,7 +151,7 @@ class LocalPrometheus:
             return False
         return len(targets) == len(self.urls) and all(t.get("lastScrape", "").startswith("2") for t in targets)
 
-    def _write_config(self, *, armed: bool) -> None:
+    def write_config(self, *, armed: bool) -> None:
         rules = self.directory / "rules.yaml" if armed else None
         config = scrape_config(self.namespace, self.urls, self.control_token_file, self.interval_s, rules)
         self.config_file.write_text(yaml.safe_dump(config, sort_keys=False))
