@@ -9,11 +9,14 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from impala.core.metrics import BATCH_BUCKETS, LATENCY_BUCKETS, zero_labels
 
 # (gRPC code, reason) of every way the pool ends a stream (impala.actorpool.validation, servicer,
-# session; tests/actorpool/test_metrics.py checks the sources raise no other): exported at 0 from the start.
+# session, and the token check of impala.core.grpc_server; tests/monitoring/test_exposition.py checks
+# the sources raise no other): exported at 0 from the start.
 _INVALID = ("client_name", "num_envs", "observation_spec", "observation", "final_observation", "reward")
 REJECTIONS: tuple[tuple[str, str], ...] = (
     *(("INVALID_ARGUMENT", r) for r in (*_INVALID, "terminated", "truncated", "first_step", "order")),
     *(("FAILED_PRECONDITION", r) for r in ("protocol_version", "observation_spec", "num_actions")),
+    ("UNAUTHENTICATED", "missing_token"),
+    ("UNAUTHENTICATED", "unknown_token"),
     ("RESOURCE_EXHAUSTED", "max_clients"),
     ("DEADLINE_EXCEEDED", "timeout"),
     ("UNAVAILABLE", "draining"),
