@@ -11,30 +11,20 @@ from pathlib import Path
 import pytest
 import yaml
 
-from impala.local.plan import Topology, build_plan, tuned_for
 from impala.local.prometheus import ALERTS, LocalPrometheus, metrics_urls, prometheus_problem, scope_rules
 from impala.local.stack import LocalOptions, OptionsError, resolve
+from tests.local.test_plan import _plan
 
 PROMTOOL = shutil.which("promtool")
 needs_promtool = pytest.mark.skipif(PROMTOOL is None, reason="promtool not installed")
 
 
 def urls(tmp_path: Path) -> tuple[dict[str, str], Path]:
-    files = (tmp_path / "ingress.token", tmp_path / "control.token")
-    for path in files:
-        path.write_text("token-0123456789abcdef\n")
-    plan = build_plan(
-        Topology("CartPole-v1", clients=1, envs_per_client=4, pools=2, seed=0),
-        run="r1",
-        redis_url="redis://127.0.0.1:1/0",
-        checkpoint_dir=tmp_path / "ckpt",
-        token_files=files,
-        tuned=tuned_for("CartPole-v1"),
-    )
+    plan = _plan(tmp_path)  # two pools, tokens in tmp_path
     found = metrics_urls(plan)
     assert found["learner"] == f"http://127.0.0.1:{plan.learner.metrics_port}/metrics"
     assert found["control"] == f"{plan.control_url}/metrics"
-    return found, files[1]
+    return found, tmp_path / "control.token"
 
 
 def test_every_service_has_a_metrics_url(tmp_path: Path) -> None:
