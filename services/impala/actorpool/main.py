@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator
 
 import redis.asyncio as aioredis
 import torch
-from prometheus_client import CollectorRegistry
 
 from impala.actorpool.policy import PolicyHolder
 from impala.actorpool.server import WeightUpdates, build_actorpool, default_pool_id
@@ -43,7 +42,7 @@ async def serve(settings: ActorPoolSettings) -> None:
         version = load_policy_weights(settings.checkpoint, model)
     pool_id = settings.pool_id or default_pool_id()
     policy = PolicyHolder(model, version=version, device=resolve_device(settings.device), seed=settings.seed)
-    registry = CollectorRegistry()
+    registry = metrics.service_registry()
     keys = RunKeys(settings.run)
     redis = aioredis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
     sink = RolloutProducer(

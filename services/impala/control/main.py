@@ -9,11 +9,10 @@ import signal
 from collections.abc import Iterator
 
 import uvicorn
-from prometheus_client import REGISTRY
 
 from impala.control.app import create_app
 from impala.control.settings import ControlSettings
-from impala.core import logs
+from impala.core import logs, metrics
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +37,7 @@ def run(settings: ControlSettings) -> int:
     logs.register_secret(settings.bearer_token())
     if not settings.bearer_token():
         log.warning("no control token: every route is open (insecure=true)")
-    app = create_app(settings, registry=REGISTRY)
+    app = create_app(settings, registry=metrics.service_registry())
     config = uvicorn.Config(
         app,
         host=settings.host,

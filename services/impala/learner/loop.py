@@ -28,6 +28,8 @@ log = logging.getLogger(__name__)
 
 _WAIT_S = 0.05  # longest pause between looks at the stop flag, pause flag and command queue
 _LOSS_TERMS = {"total": "total_loss", "pg": "pg_loss", "baseline": "baseline_loss", "entropy": "entropy_loss"}
+# Statistics of the last update that the status hash carries (metrics.csv of ``impala local`` reads them).
+_STATUS_STATS = ("pg_loss", "baseline_loss", "entropy_loss", "grad_norm", "learning_rate")
 
 
 class Acknowledger(Protocol):
@@ -54,6 +56,7 @@ class TrainingLoop:
     _rate: RateMeter = field(default_factory=RateMeter)
     _status: dict[str, StatusValue] = field(default_factory=dict)
     _held: Prepared[Batch] | None = None  # a batch that arrived just as the run was paused
+    _last_stats: dict[str, float] = field(default_factory=dict)  # of the last update, for the status hash
 
     def run(self, stop: threading.Event) -> None:
         """Train until ``stop`` is set, then write a final checkpoint."""
@@ -117,6 +120,9 @@ class TrainingLoop:
         m.episode_return_mean.set(self.progress.return_mean)
         for term, key in _LOSS_TERMS.items():
             m.loss.labels(term=term).set(stats[key])
+        m.grad_norm.set(stats["grad_norm"])
+        m.learning_rate.set(stats["learning_rate"])
+        self._last_stats = {key: stats[key] for key in _STATUS_STATS}
 
     def _publish(self, *, initial: bool = False) -> None:
         """Hand the current parameters to the publisher under a new version (the current one on resume)."""
@@ -184,6 +190,7 @@ class TrainingLoop:
             "last_checkpoint": str(last.path) if last else "",
             "last_checkpoint_step": last.step if last else 0,
             "last_checkpoint_unix": last.created_unix if last else 0.0,
+            **self._last_stats,
         }
 
     def status(self) -> dict[str, StatusValue]:

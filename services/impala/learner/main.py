@@ -139,6 +139,7 @@ def build_learner(settings: LearnerSettings, *, registry: CollectorRegistry) -> 
     progress = checkpointer.restore(state, device) or Progress()
     keys = RunKeys(settings.run)
     learner_metrics = LearnerMetrics.create(registry)
+    learner_metrics.checkpoint_interval.set(settings.checkpoint_interval_s)
     publisher, weights = build_publisher(settings, state.model) if settings.weights_address else (None, None)
     prefetcher = build_prefetcher(
         settings,
@@ -174,7 +175,7 @@ def run(settings: LearnerSettings) -> int:
     logs.configure(settings.log_level, settings.log_format)
     heap.retain_freed_memory()
     logs.register_secret(settings.weights_token)
-    registry = CollectorRegistry()
+    registry = metrics.service_registry()
     learner = build_learner(settings, registry=registry)
     metrics.serve(registry, settings.metrics_port)
     stop = threading.Event()

@@ -47,6 +47,15 @@ def register(app: typer.Typer) -> None:
         seed: Annotated[int, typer.Option(help="Seed of model, sampler and envs.")] = 0,
         resume: Annotated[Path | None, typer.Option(help="Continue the run in this directory.")] = None,
         tensorboard: Annotated[bool, typer.Option(help="Also write TensorBoard event files.")] = False,
+        prometheus: Annotated[
+            bool,
+            typer.Option(
+                help="Also start Prometheus (the binary on PATH) with the chart's alert rules, scraping every service."
+            ),
+        ] = False,
+        prometheus_interval: Annotated[
+            float, typer.Option(min=1, help="Prometheus scrape and rule evaluation interval, seconds.")
+        ] = 5.0,
         live: Annotated[bool, typer.Option(help="Live rich display (off when stdout is not a terminal).")] = True,
         startup_timeout: Annotated[
             float, typer.Option(min=1, help="Seconds the services get to come up before the run is abandoned.")
@@ -93,6 +102,8 @@ def register(app: typer.Typer) -> None:
             seed=pick("seed", "seed", seed),
             resume=resume,
             tensorboard=pick("tensorboard", "tensorboard", tensorboard),
+            prometheus=prometheus,
+            prometheus_interval_s=prometheus_interval,
             live=live,
             startup_timeout_s=pick("startup_timeout_s", "startup_timeout", startup_timeout),
             overrides=overrides,

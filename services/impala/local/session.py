@@ -35,6 +35,7 @@ from impala.local.plan import (
     effective_config_line,
     service_argv,
 )
+from impala.local.prometheus import LocalPrometheus, metrics_urls
 from impala.local.recorder import MetricsCsv, TensorBoardLog, plot_learning_curve
 from impala.local.rundir import run_name, write_config, write_private, write_private_json
 from impala.local.stack import LocalOptions, Resolved
@@ -67,6 +68,7 @@ class Session:
         self.tokens = ("", "")
         self._pids: dict[str, int] = {}
         self._display: Display | None = None
+        self.prometheus: LocalPrometheus | None = None
 
     def run(self) -> tuple[str, bool]:
         self.logs.mkdir(parents=True, exist_ok=True)
@@ -88,7 +90,8 @@ class Session:
             # metrics.csv ends with the reading that stopped the run; what the learner does while it
             # stops (its last steps, the final checkpoint) is in logs/learner.log.
             names = list(self.supervisor.children)
-            stages = [[n for n in names if n.startswith(prefix)] for prefix in ("env-", "actorpool-")]
+            # Prometheus first: it would record the orderly stop as services going down.
+            stages = [[n for n in names if n.startswith(prefix)] for prefix in ("prometheus", "env-", "actorpool-")]
             self.supervisor.stop([*stages, ["learner"], ["weights"], ["control"], ["redis"]])
             left = self.supervisor.leftovers()
             if left:
@@ -163,6 +166,8 @@ class Session:
         for name, settings in services.items():
             if name.startswith("env-"):
                 self._spawn(name, settings)
+        if self.options.prometheus:
+            self._start_prometheus(plan, token_files[1])
         self._write_endpoints(plan)
         self._announce(plan)
         self.plan = plan
@@ -176,6 +181,16 @@ class Session:
         extra = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
         argv, env, log_path = service_argv(command, settings), child_environment(extra), self.logs / f"{name}.log"
         self.supervisor.start(name, lambda: spawn(argv, env, log_path), STOP_TIMEOUT_S[kind])
+
+    def _start_prometheus(self, plan: Plan, control_token: Path) -> None:
+        """Prometheus scraping every service, then the chart's rules once each target was scraped."""
+        interval = self.options.prometheus_interval_s
+        prom = LocalPrometheus(self.run_dir / "prometheus", plan.run, metrics_urls(plan), control_token, interval)
+        argv, log_path = prom.argv(), self.logs / "prometheus.log"
+        self.supervisor.start("prometheus", lambda: spawn(argv, child_environment(), log_path), 10.0)
+        if not prom.arm(timeout_s=30.0 + 3 * interval):
+            self.note(f"[yellow]prometheus did not load the alert rules; see {log_path}[/yellow]")
+        self.prometheus = prom
 
     def _supervise(self) -> None:
         """Restart what died, tell the user, and keep ``endpoints.json``'s PIDs current."""
@@ -193,8 +208,11 @@ class Session:
             "control_url": plan.control_url,
             "control_token": self.tokens[1],
             "redis_url": plan.redis_url,
+            "metrics": metrics_urls(plan),
             "pids": self._pids,
         }
+        if self.prometheus is not None:
+            doc["prometheus"] = self.prometheus.url
         write_private_json(self.run_dir / "endpoints.json", doc)
 
     def _announce(self, plan: Plan) -> None:
@@ -203,6 +221,11 @@ class Session:
             f"  ingress  {', '.join(plan.ingress)}  token {self.tokens[0]}\n"
             f"  dial in: impala env --address {plan.ingress[0]} --token {self.tokens[0]} --env {self.resolved.env}\n"
             f"  control  {plan.control_url}  (token in {self.run_dir / 'endpoints.json'})"
+            + (
+                f"\n  prometheus  {self.prometheus.url}  (alerts: {self.prometheus.url}/alerts)"
+                if self.prometheus
+                else ""
+            )
         )
 
     def _record(

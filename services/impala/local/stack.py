@@ -16,6 +16,7 @@ from rich.console import Console
 
 from impala.core.presets import target_return
 from impala.local.plan import default_envs_per_client
+from impala.local.prometheus import prometheus_problem
 from impala.local.recorder import tensorboard_problem
 from impala.local.rundir import default_run_dir, read_config
 
@@ -44,6 +45,8 @@ class LocalOptions:
     seed: int = 0
     resume: Path | None = None
     tensorboard: bool = False
+    prometheus: bool = False
+    prometheus_interval_s: float = 5.0
     live: bool = True
     startup_timeout_s: float = 180.0
     # Hyperparameters the user set (flags, --config), per service: {"learner": {...}, "actorpool": {...}}.
@@ -95,6 +98,8 @@ def resolve(options: LocalOptions) -> Resolved:
         if target is not None and not math.isfinite(target):
             raise OptionsError(f"--target-return must be a finite number, got {target}")
     if options.tensorboard and (problem := tensorboard_problem()) is not None:
+        raise OptionsError(problem)
+    if options.prometheus and (problem := prometheus_problem()) is not None:
         raise OptionsError(problem)
     envs = options.envs_per_client or default_envs_per_client(env, options.clients)
     run_dir = options.resume or options.run_dir or default_run_dir(env)

@@ -17,7 +17,7 @@ def run(settings: WeightsSettings) -> int:
     heap.retain_freed_memory()
     if settings.token:
         logs.register_secret(settings.token)
-    registry = CollectorRegistry()
+    registry = metrics.service_registry()
     metrics.serve(registry, settings.metrics_port)
     asyncio.run(_serve(settings, registry))
     return 0
