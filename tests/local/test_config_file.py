@@ -89,6 +89,8 @@ def test_flags_override_the_file_in_a_real_run(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     learner = json.loads((run_dir / "config.json").read_text())["services"]["learner"]
     assert (learner["learning_rate"], learner["batch_size"]) == (7e-4, 6)
+    local_section = json.loads((run_dir / "config.json").read_text())["local"]
+    assert (local_section["env"], local_section["max_env_steps"]) == ("CartPole-v1", 300)  # the flag won
     assert "config: env=CartPole-v1" in proc.stdout and "batch_size=6" in proc.stdout
     bad = subprocess.run([*argv[:4], "--config", str(tmp_path / "missing.yaml")], capture_output=True, text=True)
     assert bad.returncode == 2 and "missing.yaml" in bad.stderr and "Traceback" not in bad.stderr

@@ -12,7 +12,6 @@ import inspect
 from pathlib import Path
 from typing import Annotated, Any
 
-import click
 import typer
 
 from impala.core.cli_options import settings_parameters
@@ -84,7 +83,8 @@ def register(app: typer.Typer) -> None:
 
         def pick(name: str, option: str, value: Any) -> Any:
             """The flag when given on the command line, else the file's value, else the flag's default."""
-            if ctx.get_parameter_source(option) == click.core.ParameterSource.COMMANDLINE:
+            source = ctx.get_parameter_source(option)  # typer's own (vendored) click enum: compare by name
+            if source is not None and source.name == "COMMANDLINE":
                 return value
             return file_options.get(name, value)
 
