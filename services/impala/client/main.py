@@ -21,6 +21,7 @@ from impala.client.settings import ClientSettings
 from impala.client.simulator import EnvBatch
 from impala.client.wire import ProtocolError
 from impala.core import heap, logs
+from impala.core.settings import secret_values
 
 log = logging.getLogger(__name__)
 
@@ -99,9 +100,8 @@ async def _serve(clients: list[EnvClient]) -> list[ClientStats]:
 
 def run(settings: ClientSettings) -> int:
     """Entry point of ``impala env``; returns the exit status."""
-    logs.configure(settings.log_level, settings.log_format)
+    logs.configure(settings.log_level, settings.log_format, secret_values(settings))
     heap.retain_freed_memory()
-    logs.register_secret(settings.bearer_token())
     log.info(
         "env client starting",
         extra={

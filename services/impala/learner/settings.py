@@ -4,13 +4,14 @@ presets (impala.core.presets) override them where they are wrong (CartPole)."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated, Literal
 
 from pydantic import Field
 
-from impala.core.settings import ModelSettings, ServiceSettings
+from impala.core.settings import CASELESS, ModelSettings, ServiceSettings, WeightsToken
 
 
-class LearnerSettings(ServiceSettings, ModelSettings):
+class LearnerSettings(ServiceSettings, ModelSettings, WeightsToken):
     """Reads rollouts from Redis, runs V-trace updates, publishes weights, checkpoints."""
 
     # ModelSettings' default config (no env prefix) would otherwise win in the MRO and make the
@@ -27,14 +28,15 @@ class LearnerSettings(ServiceSettings, ModelSettings):
     discounting: float = Field(0.99, ge=0, le=1, description="Discount γ.")
     baseline_cost: float = Field(0.5, ge=0, description="Weight of the baseline loss.")
     entropy_cost: float = Field(0.0006, ge=0, description="Weight of the entropy loss.")
-    reward_clipping: str = Field("abs_one", pattern=r"^(abs_one|none)$", description="Clip rewards to [-1, 1] or not.")
+    reward_clipping: Annotated[Literal["abs_one", "none"], CASELESS] = Field(
+        "abs_one", description="Clip rewards to [-1, 1] (abs_one) or not (none)."
+    )
     grad_norm_clipping: float = Field(40.0, gt=0, description="Global gradient-norm clip.")
     rmsprop_alpha: float = Field(0.99, gt=0, lt=1, description="RMSprop smoothing constant.")
     rmsprop_epsilon: float = Field(0.01, gt=0, description="RMSprop epsilon.")
     rmsprop_momentum: float = Field(0.0, ge=0, lt=1, description="RMSprop momentum.")
     publish_interval: int = Field(1, ge=1, description="Publish weights every this many updates.")
     weights_address: str = Field("127.0.0.1:50052", description="host:port of the weight service.")
-    weights_token: str = Field("", description="Bearer token of the weight service (empty = none).")
     checkpoint_dir: Path = Field(Path("checkpoints"), description="Directory for checkpoints.")
     checkpoint_interval_s: float = Field(600.0, gt=0, description="Seconds between periodic checkpoints.")
     keep_checkpoints: int = Field(3, ge=1, description="Checkpoints kept; older ones are deleted.")

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 
-BENCHES = ("all", "ingress", "buffer", "learner", "weights", "e2e")
+Bench = Literal["all", "ingress", "buffer", "learner", "weights", "e2e"]
 
 
 def register(app: typer.Typer) -> None:
@@ -37,13 +37,11 @@ def register(app: typer.Typer) -> None:
 
     @app.command("bench")
     def bench(
-        which: Annotated[str, typer.Argument(help=f"One of {', '.join(BENCHES)}.")] = "all",
+        which: Annotated[Bench, typer.Argument(case_sensitive=False, help="Which benchmark.")] = "all",
         seconds: Annotated[float, typer.Option(min=0.1, help="Measuring time per figure.")] = 3.0,
         out: Annotated[Path, typer.Option(help="JSON results file.")] = Path("bench/results/latest.json"),
     ) -> None:
         """Benchmarks, each next to a bare baseline measured in the same run, printed as ratios."""
-        if which not in BENCHES:
-            raise typer.BadParameter(f"unknown benchmark {which!r}; choose from {', '.join(BENCHES)}")
         from impala.tools.bench import run_benchmarks
 
         raise typer.Exit(run_benchmarks(which, seconds=seconds, out=out))

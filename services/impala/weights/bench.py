@@ -112,7 +112,9 @@ async def _raw(n: int, size: int, rounds: int) -> list[float]:
 
 async def _service(n: int, size: int, rounds: int, redis_url: str) -> dict[str, list[float]]:
     """Seconds per round (warm-up dropped) of the bulk fan-out, bulk publish and chunked fan-out."""
-    settings = WeightsSettings(host="127.0.0.1", port=0, redis_url=redis_url, run=f"bench-{os.getpid()}-{n}")
+    settings = WeightsSettings(
+        host="127.0.0.1", port=0, redis_url=redis_url, run=f"bench-{os.getpid()}-{n}", insecure=True
+    )
     service = build_weight_service(settings, registry=CollectorRegistry())
     await service.start()
     payload = os.urandom(size)
