@@ -29,6 +29,12 @@ class ClientSettings(BearerToken):
     backend: Annotated[Literal["gymnasium", "envpool"], CASELESS] = Field(
         "gymnasium", description="Vector env backend."
     )
+    connect_attempts: int = Field(
+        20,
+        ge=0,
+        description="Dial attempts before the first Welcome, then stop with exit code 2 (0 = forever); "
+        "after a first Welcome the client reconnects forever.",
+    )
     backoff_max_s: float = Field(10.0, gt=0, description="Cap of the reconnect backoff.")
     backoff_base_s: float = Field(0.1, gt=0, description="Ceiling of the first reconnect delay (doubles per failure).")
     tls: bool = Field(False, description="Use TLS with the system's root CAs (implied by tls_ca).")

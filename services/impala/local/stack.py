@@ -14,6 +14,7 @@ from typing import Any
 
 from rich.console import Console
 
+from impala.core.envs import check_env_id
 from impala.core.presets import target_return
 from impala.local.plan import default_envs_per_client
 from impala.local.recorder import tensorboard_problem
@@ -87,6 +88,7 @@ def resolve(options: LocalOptions) -> Resolved:
             raise OptionsError(f"{options.resume} trained {saved_env}; --env {env} cannot resume it")
         env, saved = saved_env, config.get("services", {})
     env = env or DEFAULT_ENV
+    check_env_id(env)  # a UserError before anything starts, not a crash loop of every service
     target = None
     if options.use_target:
         target = options.target_return if options.target_return is not None else target_return(env)

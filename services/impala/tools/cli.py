@@ -13,7 +13,7 @@ Bench = Literal["all", "ingress", "buffer", "learner", "weights", "e2e"]
 def register(app: typer.Typer) -> None:
     @app.command("eval")
     def evaluate(
-        checkpoint: Annotated[Path, typer.Option(exists=True, dir_okay=False, help="Checkpoint file.")],
+        checkpoint: Annotated[Path, typer.Option(help="Checkpoint file (runs/<name>/checkpoints/ckpt-*.pt).")],
         env: Annotated[str | None, typer.Option(help="Gymnasium environment id (default: the checkpoint's).")] = None,
         episodes: Annotated[int, typer.Option(min=1, help="Episodes to run.")] = 10,
         greedy: Annotated[bool, typer.Option(help="Take the most likely action instead of sampling.")] = False,
@@ -27,8 +27,10 @@ def register(app: typer.Typer) -> None:
 
     @app.command("export")
     def export(
-        checkpoint: Annotated[Path, typer.Option(exists=True, dir_okay=False, help="Checkpoint file.")],
-        out: Annotated[Path, typer.Option(help="TorchScript file to write.")] = Path("policy.pt"),
+        checkpoint: Annotated[Path, typer.Option(help="Checkpoint file (runs/<name>/checkpoints/ckpt-*.pt).")],
+        out: Annotated[Path, typer.Option(help="TorchScript file to write (its directory must exist).")] = Path(
+            "policy.pt"
+        ),
     ) -> None:
         """Write a TorchScript policy that runs without impala installed."""
         from impala.tools.export import export_checkpoint
