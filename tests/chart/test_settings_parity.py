@@ -83,7 +83,7 @@ CHART_OWNED: dict[str, dict[str, str]] = {
     "control": {
         "host": _ADDRESS,
         "port": _PORT,
-        "metrics_port": "unused: the control API serves /metrics on its HTTP port",
+        "metrics_port": "the chart scrapes /metrics on the control API's HTTP port (with its token)",
         "redis_url": _REDIS,
         "token": _TOKEN,
         "token_file": _TOKEN_FILE,

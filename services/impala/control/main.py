@@ -13,7 +13,7 @@ from prometheus_client import REGISTRY
 
 from impala.control.app import create_app
 from impala.control.settings import ControlSettings
-from impala.core import logs
+from impala.core import logs, metrics
 from impala.core.settings import secret_values
 
 log = logging.getLogger(__name__)
@@ -39,6 +39,7 @@ def run(settings: ControlSettings) -> int:
     if not settings.bearer_token():
         log.warning("no control token: every route is open (insecure=true)")
     app = create_app(settings, registry=REGISTRY)
+    metrics.serve(REGISTRY, settings.metrics_port)  # /metrics on a plain port too, when asked (0 = off)
     config = uvicorn.Config(
         app,
         host=settings.host,
