@@ -17,11 +17,11 @@ import redis
 import torch
 from prometheus_client import CollectorRegistry
 
-from impala.buffer.redis_client import sync_client
 from impala.core import heap, logs, metrics
 from impala.core.device import resolve_device
 from impala.core.learn import LearnConfig, LearnerState, make_learner_state
 from impala.core.models import ModelSpec, Policy, fingerprint, spec_for_env
+from impala.core.redis_client import sync_client
 from impala.core.redis_keys import RunKeys
 from impala.core.settings import secret_values
 from impala.core.state_codec import encode_state

@@ -42,7 +42,8 @@ def register(app: typer.Typer) -> None:
         ] = 180.0,
     ) -> None:
         """Train on the whole stack on one machine: redis, weights, learner, control API, pools, env clients."""
-        from impala.local.stack import LocalOptions, run_local
+        from impala.local.main import run_local
+        from impala.local.stack import LocalOptions
 
         options = LocalOptions(
             env=env,

@@ -1,18 +1,15 @@
-"""``impala local``: options, their resolution (presets, resume) and the run's exit code.
+"""``impala local``: options and their resolution (presets, resume).
 
-The stack itself (start, supervise, record, stop) lives in ``impala.local.session``.
-Exit codes: 0 target reached (or, with ``--no-target``, any orderly end), 1 budget spent before the
-target or the stack could not start, 2 bad options, 130 interrupted before the target.
+The stack itself (start, supervise, record, stop) lives in ``impala.local.session``; the command's
+run and exit code in ``impala.local.main``.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
-
-from rich.console import Console
 
 from impala.core.envs import check_env_id
 from impala.core.presets import target_return
@@ -101,30 +98,3 @@ def resolve(options: LocalOptions) -> Resolved:
     envs = options.envs_per_client or default_envs_per_client(env, options.clients)
     run_dir = options.resume or options.run_dir or default_run_dir(env)
     return Resolved(options, env, envs, target, run_dir, saved)
-
-
-def exit_code(reason: str, reached: bool, use_target: bool) -> int:
-    """0 when the target was reached, or for any orderly end without a target; see the module doc."""
-    if reached or (not use_target and reason != "failed"):
-        return 0
-    return 130 if reason == "interrupted" else 1
-
-
-def run_local(options: LocalOptions) -> int:
-    """Run the stack until the target, a budget or a signal; returns the process exit code."""
-    from impala.local.session import Session
-
-    errors = Console(stderr=True, soft_wrap=True)
-    try:
-        resolved = resolve(options)
-    except OptionsError as err:
-        errors.print(f"[red]impala local: {err}[/red]", highlight=False)
-        return 2
-    if options.resume is None and (resolved.run_dir / "config.json").exists():
-        errors.print(
-            f"[red]impala local: {resolved.run_dir} already holds a run; --resume {resolved.run_dir} continues it[/red]",
-            highlight=False,
-        )
-        return 2
-    reason, reached = Session(replace(options, env=resolved.env), resolved).run()
-    return exit_code(reason, reached, options.use_target)

@@ -70,7 +70,16 @@ class _Child:
     """The subscribers' process; it writes one line per event ("ready", then a finish time per version)."""
 
     def __init__(self, kind: str, port: int, n: int, expect: int, after: int = 0) -> None:
-        args = [sys.executable, "-m", "impala.weights.bench", kind, str(port), str(n), str(expect), str(after)]
+        args = [
+            sys.executable,
+            "-m",
+            "impala.tools.bench.weights_fanout",
+            kind,
+            str(port),
+            str(n),
+            str(expect),
+            str(after),
+        ]
         self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, text=True)
 
     async def line(self) -> str:
@@ -230,7 +239,7 @@ def _report(event: float | str) -> None:
 
 
 if __name__ == "__main__":
-    # The subscribers' side: python -m impala.weights.bench raw|bulk|grpc PORT N BYTES_PER_VERSION AFTER_VERSION
+    # The subscribers' side: python -m impala.tools.bench.weights_fanout raw|bulk|grpc PORT N BYTES_PER_VERSION AFTER_VERSION
     kind, port, n, expect, after = sys.argv[1], *map(int, sys.argv[2:6])
     heap.retain_freed_memory()  # as in the ActorPool that subscribes; the raw clients get the same heap
     if kind == "raw":
