@@ -95,7 +95,7 @@ def test_kill9_restart_resumes_exactly_and_loses_no_rollout(
         # Still paused: the restarted learner takes no step, so its checkpoint must equal the one it resumed.
         resumed = served(redis_client, "b-resumed")
         after = load_checkpoint(Path(resumed["path"]))
-        for key in ("learner_step", "env_steps", "policy_version", "episodes", "episode_returns"):
+        for key in ("learner_steps", "env_steps", "policy_version", "episodes", "episode_returns"):
             assert after[key] == before[key], key
         assert (after["learner_step"], after["env_steps"], after["episodes"]) == (4, 8 * T, 8)
         torch.testing.assert_close(after["model"], before["model"], rtol=0, atol=0)

@@ -49,9 +49,11 @@ def cmdlines(pids: set[int]) -> dict[int, str]:
     out = {}
     for pid in pids:
         try:
-            out[pid] = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            line = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
         except OSError:
             continue
+        if line:  # a zombie has none
+            out[pid] = line
     return out
 
 
@@ -90,7 +92,7 @@ def test_no_token_in_run_files_checkpoints_logs_hints_or_process_arguments(tmp_p
     assert len(tokens) == 3 and all(len(t) >= 16 for t in tokens)
     secrets = [*tokens, *CANARIES.values()]
     started = {line.split()[3] for line in seen.values() if " -m impala " in line}
-    assert {"learner", "weights", "actorpool", "env", "control"} <= started, seen
+    assert {"learner", "weights", "actorpool", "env", "control"} <= started, sorted(started)
 
     files = [p for p in run_dir.rglob("*") if p.is_file() and "secrets" not in p.relative_to(run_dir).parts]
     names = {p.relative_to(run_dir).as_posix() for p in files}
