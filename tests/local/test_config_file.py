@@ -10,13 +10,14 @@ from typing import Any
 
 import pytest
 
+from impala.core.settings import MASK
 from impala.local.config_file import ConfigFileError, hyperparameter_fields, load
 from impala.local.plan import SESSION_FIELDS, Plan, Topology, build_plan
-from impala.local.rundir import MASK, write_config
+from impala.local.rundir import write_config
 
 
 def _plan(tmp_path: Path, overrides: dict[str, dict[str, Any]]) -> Plan:
-    files = (tmp_path / "i.token", tmp_path / "c.token")
+    files = (tmp_path / "i.token", tmp_path / "c.token", tmp_path / "w.token")
     for file in files:
         file.write_text("a-token-0123456789")
     return build_plan(

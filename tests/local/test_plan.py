@@ -25,9 +25,10 @@ from impala.local.plan import (
 
 
 def _plan(tmp_path: Path, saved: dict[str, dict[str, Any]] | None = None) -> Plan:
-    files = (tmp_path / "ingress.token", tmp_path / "control.token")
+    files = (tmp_path / "ingress.token", tmp_path / "control.token", tmp_path / "weights.token")
     files[0].write_text("ingress-token-0123456789\n")
     files[1].write_text("control-token-0123456789\n")
+    files[2].write_text("weights-token-0123456789\n")
     return build_plan(
         Topology("CartPole-v1", clients=3, envs_per_client=4, pools=2, seed=7),
         run="r1",

@@ -11,8 +11,9 @@ import pytest
 import redis
 
 from impala.core.redis_keys import RunKeys
+from impala.local.main import exit_code
 from impala.local.recorder import MetricsCsv, plot_learning_curve, read_metrics, tensorboard_problem
-from impala.local.stack import LocalOptions, OptionsError, exit_code, resolve
+from impala.local.stack import LocalOptions, OptionsError, resolve
 from impala.local.status import Snapshot, read_snapshot, target_reached
 
 

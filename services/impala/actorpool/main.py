@@ -19,7 +19,7 @@ from impala.core.checkpoints import load_policy_weights
 from impala.core.device import resolve_device
 from impala.core.models import build_model, fingerprint, spec_for_env
 from impala.core.redis_keys import RunKeys
-from impala.core.settings import with_presets
+from impala.core.settings import secret_values, with_presets
 from impala.core.state_codec import decode_state
 from impala.weights.subscriber import WeightSubscriber
 
@@ -58,7 +58,7 @@ async def serve(settings: ActorPoolSettings) -> None:
     if settings.weights_address:
         subscriber = WeightSubscriber(
             settings.weights_address,
-            token=settings.weights_token,
+            token=settings.weights_bearer_token(),
             fingerprint=fingerprint(model),
             subscriber_id=pool_id,
             after_version=version,
@@ -89,10 +89,7 @@ async def serve(settings: ActorPoolSettings) -> None:
 
 
 def run(settings: ActorPoolSettings) -> int:
-    logs.configure(settings.log_level, settings.log_format)
+    logs.configure(settings.log_level, settings.log_format, secret_values(settings))
     heap.retain_freed_memory()
-    token = settings.bearer_token()
-    if token:
-        logs.register_secret(token)
     asyncio.run(serve(settings))
     return 0

@@ -21,8 +21,8 @@ from typing import Any, TypeVar
 
 import redis
 
-from impala.buffer.redis_client import TRANSIENT_ERRORS, sync_client
 from impala.core.backoff import Backoff
+from impala.core.redis_client import TRANSIENT_ERRORS, sync_client
 from impala.core.redis_keys import LEARNER_GROUP, RunKeys
 
 log = logging.getLogger(__name__)

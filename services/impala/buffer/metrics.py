@@ -20,7 +20,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from impala.buffer.redis_client import sync_client
+from impala.core.redis_client import sync_client
 from impala.core.redis_keys import LEARNER_GROUP, RunKeys
 
 log = logging.getLogger(__name__)

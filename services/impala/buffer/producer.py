@@ -20,8 +20,8 @@ from typing import TypeVar
 from prometheus_client import CollectorRegistry
 
 from impala.buffer.metrics import BufferMetrics
-from impala.buffer.redis_client import TRANSIENT_ERRORS, async_client
 from impala.core.backoff import Backoff
+from impala.core.redis_client import TRANSIENT_ERRORS, async_client
 from impala.core.redis_keys import RunKeys
 
 log = logging.getLogger(__name__)

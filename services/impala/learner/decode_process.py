@@ -36,6 +36,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
+from urllib.parse import urlsplit
 
 import torch
 import torch.multiprocessing  # registers the reductions that pass shared tensors to the child
@@ -239,7 +240,8 @@ def serve(conn: Connection, config: DecodeConfig, slots: list[Batch], version: c
     """The child's main: fill free slots until told to stop or the parent is gone."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop (and acks first)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    logs.configure(config.log_level, config.log_format)
+    # A spawned child starts with an empty log mask: the Redis password is its one secret.
+    logs.configure(config.log_level, config.log_format, [urlsplit(config.redis_url).password or ""])
     heap.retain_freed_memory()
     torch.set_num_threads(1)
     consumer = RolloutConsumer(

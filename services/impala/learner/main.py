@@ -17,13 +17,13 @@ import redis
 import torch
 from prometheus_client import CollectorRegistry
 
-from impala.buffer.redis_client import sync_client
 from impala.core import heap, logs, metrics
 from impala.core.device import resolve_device
 from impala.core.learn import LearnConfig, LearnerState, make_learner_state
 from impala.core.models import ModelSpec, Policy, fingerprint, spec_for_env
+from impala.core.redis_client import sync_client
 from impala.core.redis_keys import RunKeys
-from impala.core.settings import with_presets
+from impala.core.settings import secret_values, with_presets
 from impala.core.state_codec import encode_state
 from impala.learner.checkpointing import Checkpointer
 from impala.learner.control import ControlPlane
@@ -87,7 +87,7 @@ def consumer_name(settings: LearnerSettings) -> str:
 
 
 def build_publisher(settings: LearnerSettings, model: Policy) -> tuple[BackgroundPublisher, WeightPublisher]:
-    client = WeightPublisher(settings.weights_address, token=settings.weights_token)
+    client = WeightPublisher(settings.weights_address, token=settings.weights_bearer_token())
     model_fingerprint = fingerprint(model)
 
     def publish(version: int, payload: bytes) -> None:
@@ -172,9 +172,8 @@ def build_learner(settings: LearnerSettings, *, registry: CollectorRegistry) -> 
 
 def run(settings: LearnerSettings) -> int:
     """Entry point of ``impala learner``: train until SIGTERM/SIGINT, then checkpoint and exit 0."""
-    logs.configure(settings.log_level, settings.log_format)
+    logs.configure(settings.log_level, settings.log_format, secret_values(settings))
     heap.retain_freed_memory()
-    logs.register_secret(settings.weights_token)
     registry = metrics.service_registry()
     learner = build_learner(settings, registry=registry)
     metrics.serve(registry, settings.metrics_port)

@@ -67,7 +67,8 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Train on the whole stack on one machine: redis, weights, learner, control API, pools, env clients."""
         from impala.local.config_file import ConfigFileError, load, split_by_service
-        from impala.local.stack import LocalOptions, run_local
+        from impala.local.main import run_local
+        from impala.local.stack import LocalOptions
 
         given = {k: v for k, v in hyperparameters.items() if v is not None}
         file_options: dict[str, Any] = {}

@@ -18,9 +18,9 @@ import yaml
 from pydantic_settings import BaseSettings
 
 from impala.actorpool.settings import ActorPoolSettings
+from impala.core.settings import MASK
 from impala.learner.settings import LearnerSettings
 from impala.local.plan import SESSION_FIELDS
-from impala.local.rundir import MASK
 
 # The services whose hyperparameters ``impala local`` exposes, under their config.json names.
 TUNED_SERVICES: dict[str, type[BaseSettings]] = {"learner": LearnerSettings, "actorpool": ActorPoolSettings}

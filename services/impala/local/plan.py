@@ -32,7 +32,7 @@ BUFFER_BATCHES = 2
 # Fields that belong to one session of the stack (fresh on every start, never carried over on resume).
 SESSION_FIELDS = frozenset(
     {"run", "redis_url", "host", "port", "metrics_port", "token", "token_file", "insecure", "address",
-     "weights_address", "weights_token", "checkpoint_dir", "checkpoint", "pool_id", "consumer", "seed",
+     "weights_address", "weights_token", "weights_token_file", "checkpoint_dir", "checkpoint", "pool_id", "consumer", "seed",
      "client_name", "log_level", "log_format", "num_envs"}
 )  # fmt: skip
 
@@ -85,7 +85,7 @@ def build_plan(
     run: str,
     redis_url: str,
     checkpoint_dir: Path,
-    token_files: tuple[Path, Path],
+    token_files: tuple[Path, Path, Path],
     overrides: Mapping[str, Mapping[str, Any]] | None = None,
     saved: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> Plan:
@@ -96,15 +96,17 @@ def build_plan(
         run: Redis run name.
         redis_url: the embedded redis-server.
         checkpoint_dir: the learner's checkpoint directory (``runs/<name>/checkpoints``).
-        token_files: files holding the (ingress, control) tokens.
+        token_files: files holding the (ingress, control, weights) tokens.
         overrides: per-service fields the user set (``"learner"``, ``"actorpool"``, ``"env"``); the env's
             preset fills the rest through the one resolver (``impala.core.settings.with_presets``).
         saved: on resume, the services section of the run's ``config.json``; its non-session fields win.
     """
-    ingress_token, control_token = token_files
+    ingress_token, control_token, weights_token = token_files
     common: dict[str, Any] = {"run": run, "redis_url": redis_url, "log_format": "text"}
     weights_port = free_port(HOST)
-    weights = WeightsSettings(**common, host=HOST, port=weights_port, metrics_port=free_port(HOST))
+    weights = WeightsSettings(
+        **common, host=HOST, port=weights_port, metrics_port=free_port(HOST), token_file=weights_token, insecure=False
+    )
     control = ControlSettings(
         **common, host=HOST, port=free_port(HOST), metrics_port=0, token_file=control_token, insecure=False
     )
@@ -115,6 +117,7 @@ def build_plan(
         env=top.env,
         seed=top.seed,
         weights_address=f"{HOST}:{weights_port}",
+        weights_token_file=weights_token,
         checkpoint_dir=checkpoint_dir,
         metrics_port=free_port(HOST),
     )
@@ -141,6 +144,7 @@ def build_plan(
             token_file=ingress_token,
             insecure=False,
             weights_address=f"{HOST}:{weights_port}",
+            weights_token_file=weights_token,
             seed=top.seed + 1000 * (i + 1),
         )
         for i in range(top.pools)

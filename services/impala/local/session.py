@@ -65,7 +65,6 @@ class Session:
         self.started = time.monotonic()
         self.title = f"impala local · {resolved.env} · {self.run_dir.name}"
         self.plan: Plan | None = None
-        self.tokens = ("", "")
         self._pids: dict[str, int] = {}
         self._display: Display | None = None
         self.prometheus: LocalPrometheus | None = None
@@ -120,11 +119,11 @@ class Session:
 
     def _start(self) -> Plan | None:
         """Start everything; None (with ``reason`` set) when stopped or failed before the stack was up."""
-        self.tokens = (secrets.token_urlsafe(24), secrets.token_urlsafe(24))
-        token_dir = self.run_dir / "secrets"
+        token_dir = (self.run_dir / "secrets").resolve()
         token_dir.mkdir(mode=0o700, exist_ok=True)
-        token_files = (token_dir / "ingress.token", token_dir / "control.token")
-        for token, path in zip(self.tokens, token_files, strict=True):
+        token_files = (token_dir / "ingress.token", token_dir / "control.token", token_dir / "weights.token")
+        for path in token_files:
+            token = secrets.token_urlsafe(24)
             register_secret(token)  # our own log lines never show them
             write_private(path, token + "\n")
         server = RedisServer(workdir=self.run_dir / "redis", port=free_port(HOST), log_file=self.logs / "redis.log")
@@ -204,9 +203,9 @@ class Session:
         doc = {
             "run": plan.run,
             "ingress": plan.ingress,
-            "ingress_token": self.tokens[0],
+            "ingress_token_file": str(plan.pools[0].token_file),
             "control_url": plan.control_url,
-            "control_token": self.tokens[1],
+            "control_token_file": str(plan.control.token_file),
             "redis_url": plan.redis_url,
             "metrics": metrics_urls(plan),
             "pids": self._pids,
@@ -218,9 +217,10 @@ class Session:
     def _announce(self, plan: Plan) -> None:
         self.note(
             f"impala local: run [bold]{plan.run}[/bold] in {self.run_dir}\n"
-            f"  ingress  {', '.join(plan.ingress)}  token {self.tokens[0]}\n"
-            f"  dial in: impala env --address {plan.ingress[0]} --token {self.tokens[0]} --env {self.resolved.env}\n"
-            f"  control  {plan.control_url}  (token in {self.run_dir / 'endpoints.json'})"
+            f"  ingress  {', '.join(plan.ingress)}  token in {plan.pools[0].token_file}\n"
+            f"  dial in: impala env --address {plan.ingress[0]} --token-file {plan.pools[0].token_file}"
+            f" --env {self.resolved.env}\n"
+            f"  control  {plan.control_url}  (token in {plan.control.token_file})"
             + (
                 f"\n  prometheus  {self.prometheus.url}  (alerts: {self.prometheus.url}/alerts)"
                 if self.prometheus

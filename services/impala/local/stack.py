@@ -1,19 +1,17 @@
-"""``impala local``: options, their resolution (presets, resume) and the run's exit code.
+"""``impala local``: options and their resolution (presets, resume).
 
-The stack itself (start, supervise, record, stop) lives in ``impala.local.session``.
-Exit codes: 0 target reached (or, with ``--no-target``, any orderly end), 1 budget spent before the
-target or the stack could not start, 2 bad options, 130 interrupted before the target.
+The stack itself (start, supervise, record, stop) lives in ``impala.local.session``; the command's
+run and exit code in ``impala.local.main``.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
-
+from impala.core.envs import check_env_id
 from impala.core.presets import target_return
 from impala.local.plan import default_envs_per_client
 from impala.local.prometheus import prometheus_problem
@@ -92,6 +90,7 @@ def resolve(options: LocalOptions) -> Resolved:
             raise OptionsError(f"{options.resume} trained {saved_env}; --env {env} cannot resume it")
         env, saved = saved_env, config.get("services", {})
     env = env or DEFAULT_ENV
+    check_env_id(env)  # a UserError before anything starts, not a crash loop of every service
     target = None
     if options.use_target:
         target = options.target_return if options.target_return is not None else target_return(env)
@@ -104,36 +103,3 @@ def resolve(options: LocalOptions) -> Resolved:
     envs = options.envs_per_client or default_envs_per_client(env, options.clients)
     run_dir = options.resume or options.run_dir or default_run_dir(env)
     return Resolved(options, env, envs, target, run_dir, saved)
-
-
-def exit_code(reason: str, reached: bool, use_target: bool) -> int:
-    """0 when the target was reached, or for any orderly end without a target; see the module doc."""
-    if reached or (not use_target and reason != "failed"):
-        return 0
-    return 130 if reason == "interrupted" else 1
-
-
-def run_local(options: LocalOptions) -> int:
-    """Run the stack until the target, a budget or a signal; returns the process exit code."""
-    from impala.local.session import Session
-
-    errors = Console(stderr=True, soft_wrap=True)
-    try:
-        resolved = resolve(options)
-    except OptionsError as err:
-        errors.print(f"[red]impala local: {err}[/red]", highlight=False)
-        return 2
-    if options.resume is None and (resolved.run_dir / "config.json").exists():
-        errors.print(
-            f"[red]impala local: {resolved.run_dir} already holds a run; --resume {resolved.run_dir} continues it[/red]",
-            highlight=False,
-        )
-        return 2
-    if resolved.target is None and options.use_target:
-        Console(soft_wrap=True).print(
-            f"impala local: {resolved.env} declares no reward threshold, so this run has no target return "
-            "(pass --target-return R for one); it trains until --max-env-steps, --max-seconds or Ctrl-C",
-            highlight=False,
-        )
-    reason, reached = Session(replace(options, env=resolved.env), resolved).run()
-    return exit_code(reason, reached, resolved.target is not None)

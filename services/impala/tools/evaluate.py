@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from impala.core.envs import make_env
+from impala.core.errors import UserError
 from impala.core.models import Policy
 from impala.tools.export import checkpoint_policy
 
@@ -103,24 +104,19 @@ def evaluate_checkpoint(
     seed: int = 0,
     video_dir: Path | None = None,
 ) -> int:
-    """``impala eval``: print mean ± std return; 0 on success, 1 on an unusable checkpoint, 2 on a video problem."""
+    """``impala eval``: print mean ± std return; 0 on success. ``UserError`` (exit code 2) for an
+    unusable checkpoint, an unknown env id, an env the policy cannot act in, or a video problem."""
     from rich.console import Console
 
-    out, err = Console(soft_wrap=True), Console(stderr=True, soft_wrap=True)
-    try:
-        model, config = checkpoint_policy(checkpoint)
-    except (ValueError, KeyError, RuntimeError) as error:
-        err.print(f"[red]cannot load {checkpoint}: {error}[/red]", highlight=False)
-        return 1
+    out = Console(soft_wrap=True)
+    model, config = checkpoint_policy(checkpoint)
     env_id = env_id or str(config.get("env", "CartPole-v1"))  # default: the env the checkpoint was trained on
     if video_dir is not None and (problem := video_problem(env_id)) is not None:
-        err.print(f"[red]{problem}[/red]", highlight=False)
-        return 2
+        raise UserError(problem)
     env = make_eval_env(env_id, video_dir)
     try:
         if (mismatch := _mismatch(env, model)) is not None:
-            err.print(f"[red]{mismatch}: pass --env {config.get('env', '<the training env>')}[/red]", highlight=False)
-            return 1
+            raise UserError(f"{mismatch}: pass --env {config.get('env', '<the training env>')}")
         result = run_episodes(model, env, episodes, greedy=greedy, seed=seed)
     finally:
         env.close()
