@@ -325,7 +325,10 @@ class _Worker:
         return self.consumer.drop(ids, reason)
 
     def _receive(self, *, block: bool) -> None:
-        """Take every waiting message (waiting for one when ``block``)."""
+        """Take every waiting message (waiting for one when ``block``, meanwhile keeping the entries of
+        the batches the parent has not learned from yet from being reclaimed)."""
+        while block and not self.conn.poll(self.consumer.claim_idle_s / 3):
+            self.consumer.keep_held()
         while block or self.conn.poll():
             block = False
             message = self.conn.recv()
