@@ -23,6 +23,10 @@ def register(app: typer.Typer) -> None:
             int | None, typer.Option(min=1, help="Envs per client process (default: the env preset's envs / clients).")
         ] = None,
         pools: Annotated[int, typer.Option(min=1, help="ActorPool replicas.")] = 1,
+        learners: Annotated[
+            int,
+            typer.Option(min=1, max=16, help="Learner ranks (torch.distributed, gloo); each learns B / N rollouts."),
+        ] = 1,
         target_return: Annotated[
             float | None,
             typer.Option(
@@ -49,6 +53,7 @@ def register(app: typer.Typer) -> None:
             clients=clients,
             envs_per_client=envs_per_client,
             pools=pools,
+            learners=learners,
             target_return=None if no_target else target_return,
             use_target=not no_target,
             max_seconds=max_seconds,

@@ -49,6 +49,7 @@ class Topology:
     envs_per_client: int
     pools: int
     seed: int
+    learners: int = 1  # learner ranks (torch.distributed, gloo) of one run
 
 
 @dataclass(frozen=True)
@@ -59,12 +60,37 @@ class Plan:
     redis_url: str
     weights: WeightsSettings
     control: ControlSettings
-    learner: LearnerSettings
+    learners: tuple[LearnerSettings, ...]  # one per rank; they differ only in their metrics port
     pools: tuple[ActorPoolSettings, ...]
     clients: tuple[ClientSettings, ...]
+    master_port: int = 0  # rendezvous of the learner ranks (0 when there is one learner)
+
+    @property
+    def learner(self) -> LearnerSettings:
+        """Rank 0: the learner that publishes, checkpoints and reports."""
+        return self.learners[0]
+
+    @property
+    def learner_names(self) -> list[str]:
+        """``learner`` alone; ``learner-0`` … ``learner-{N-1}`` for N ranks."""
+        return ["learner"] if len(self.learners) == 1 else [f"learner-{r}" for r in range(len(self.learners))]
+
+    def rank_environment(self, name: str) -> dict[str, str]:
+        """The torchrun variables of learner rank ``name`` (none for a lone learner)."""
+        if len(self.learners) == 1:
+            return {}
+        rank = self.learner_names.index(name)
+        return {
+            "RANK": str(rank),
+            "LOCAL_RANK": str(rank),
+            "WORLD_SIZE": str(len(self.learners)),
+            "MASTER_ADDR": HOST,
+            "MASTER_PORT": str(self.master_port),
+        }
 
     def services(self) -> dict[str, BaseSettings]:
-        named: dict[str, BaseSettings] = {"weights": self.weights, "control": self.control, "learner": self.learner}
+        named: dict[str, BaseSettings] = {"weights": self.weights, "control": self.control}
+        named.update(zip(self.learner_names, self.learners, strict=True))
         named.update({f"actorpool-{i}": pool for i, pool in enumerate(self.pools)})
         named.update({f"env-{i}": client for i, client in enumerate(self.clients)})
         return named
@@ -106,15 +132,19 @@ def build_plan(
     control = ControlSettings(
         **common, host=HOST, port=free_port(HOST), metrics_port=0, token_file=control_token, insecure=False
     )
-    learner = LearnerSettings(
-        **_layers(tuned.get("learner"), _saved(saved, "learner"), frozenset({"env"})),
-        **common,
-        env=top.env,
-        seed=top.seed,
-        weights_address=f"{HOST}:{weights_port}",
-        checkpoint_dir=checkpoint_dir,
-        metrics_port=free_port(HOST),
+    learners = tuple(
+        LearnerSettings(
+            **_layers(tuned.get("learner"), _saved(saved, "learner", "learner-0"), frozenset({"env"})),
+            **common,
+            env=top.env,
+            seed=top.seed,
+            weights_address=f"{HOST}:{weights_port}",
+            checkpoint_dir=checkpoint_dir,
+            metrics_port=free_port(HOST),
+        )
+        for _ in range(top.learners)
     )
+    learner = learners[0]
     model: dict[str, Any] = {
         "env": top.env,
         "model": learner.model,
@@ -151,7 +181,8 @@ def build_plan(
         )
         for i in range(top.clients)
     )
-    return Plan(run, redis_url, weights, control, learner, pools, clients)
+    master_port = free_port(HOST) if top.learners > 1 else 0
+    return Plan(run, redis_url, weights, control, learners, pools, clients, master_port)
 
 
 def _layers(

@@ -15,7 +15,8 @@ from typing import Any
 from rich.console import Console
 
 from impala.core.presets import target_return
-from impala.local.plan import default_envs_per_client
+from impala.learner.settings import LearnerSettings
+from impala.local.plan import default_envs_per_client, tuned_for
 from impala.local.recorder import tensorboard_problem
 from impala.local.rundir import default_run_dir, read_config
 
@@ -36,6 +37,7 @@ class LocalOptions:
     clients: int = 2
     envs_per_client: int | None = None
     pools: int = 1
+    learners: int = 1
     target_return: float | None = None
     use_target: bool = True
     max_seconds: float = 0.0
@@ -96,9 +98,22 @@ def resolve(options: LocalOptions) -> Resolved:
             raise OptionsError(f"--target-return must be a finite number, got {target}")
     if options.tensorboard and (problem := tensorboard_problem()) is not None:
         raise OptionsError(problem)
+    _check_learners(options.learners, env, saved)
     envs = options.envs_per_client or default_envs_per_client(env, options.clients)
     run_dir = options.resume or options.run_dir or default_run_dir(env)
     return Resolved(options, env, envs, target, run_dir, saved)
+
+
+def _check_learners(learners: int, env: str, saved: dict[str, Any] | None) -> None:
+    """N learner ranks split each batch of B rollouts: B must be a multiple of N."""
+    learner = next((saved[n] for n in ("learner", "learner-0") if saved and n in saved), None)
+    batch = int(
+        (learner or tuned_for(env)["learner"]).get("batch_size", LearnerSettings.model_fields["batch_size"].default)
+    )
+    if batch % learners:
+        raise OptionsError(
+            f"--learners {learners} must divide the batch size {batch} (each rank learns B / N rollouts)"
+        )
 
 
 def exit_code(reason: str, reached: bool, use_target: bool) -> int:
