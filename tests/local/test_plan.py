@@ -19,6 +19,7 @@ from impala.local.plan import (
     build_plan,
     child_environment,
     default_envs_per_client,
+    rank_buffer_floor,
     service_argv,
     tuned_for,
 )
@@ -129,3 +130,11 @@ def test_learners_must_divide_the_batch() -> None:
     assert resolve(LocalOptions(learners=2)).options.learners == 2
     with pytest.raises(OptionsError, match=f"--learners 3 must divide the batch size {batch}"):
         resolve(LocalOptions(learners=3))
+
+
+def test_the_buffer_holds_what_every_rank_may_read_ahead(tmp_path: Path) -> None:
+    batch = preset("CartPole-v1").learn["batch_size"]
+    assert _plan(tmp_path, learners=2).pools[0].buffer_capacity == 2 * batch  # already enough for 2
+    assert rank_buffer_floor(8, 2, 2) == 15
+    four = _plan(tmp_path, learners=4).pools[0]
+    assert four.buffer_capacity == rank_buffer_floor(batch, 4, 2) > 2 * batch

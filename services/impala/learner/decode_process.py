@@ -69,6 +69,9 @@ class DecodeConfig:
     batch_size: int
     max_policy_lag: int
     block_ms: int = 200
+    # Batches read ahead at most (0: as many as there are slots). Learner ranks set it to the prefetch
+    # depth: a rank whose peers have no batch yet must not hoard what the bounded buffer holds.
+    max_ahead: int = 0
     log_level: str = "INFO"
     log_format: str = "json"
 
@@ -115,6 +118,8 @@ class DecodeProcess:
         self._child_conn = child_conn
         self._acks: list[str] = []
         self._held: list[int] = []  # slots learned from, not yet handed back
+        # With a read-ahead bound every learned slot goes back at once, or the child would wait for it.
+        self._return_every = 1 if config.max_ahead else RETURN_EVERY
         self._readable = select.poll()  # Connection.poll builds a selector per call: ~15 µs
         self._readable.register(self._conn.fileno(), select.POLLIN)
 
@@ -164,7 +169,7 @@ class DecodeProcess:
         at a time), and show the child the learner's policy version now."""
         self._shared_version.value = self._version()
         self._held.append(prepared.slot)
-        if len(self._held) >= RETURN_EVERY:
+        if len(self._held) >= self._return_every:
             self._return_held()
 
     def _return_held(self) -> None:
@@ -269,6 +274,7 @@ class _Worker:
     ) -> None:
         self.conn, self.consumer, self.slots, self.version = conn, consumer, slots, version
         self.free: deque[int] = deque()
+        self.max_ahead = config.max_ahead or len(slots)
         self.to_ack: list[str] = []
         self.stopping = False
 
@@ -286,7 +292,7 @@ class _Worker:
 
     def run(self) -> None:
         while True:
-            self._receive(block=not self.free)
+            self._receive(block=not self.free or len(self.slots) - len(self.free) >= self.max_ahead)
             if self.stopping:
                 self._flush_acks()
                 return

@@ -126,6 +126,7 @@ def build_prefetcher(
         unroll_length=config.unroll_length,
         batch_size=config.batch_size // world.size,
         max_policy_lag=settings.max_policy_lag,
+        max_ahead=settings.prefetch if world.distributed else 0,
         log_level=settings.log_level,
         log_format=settings.log_format,
     )
