@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import redis
+from redis.typing import StreamIdT
 
 from impala.buffer.redis_client import TRANSIENT_ERRORS, sync_client
 from impala.core.backoff import Backoff
@@ -145,11 +146,11 @@ class RolloutConsumer:
         with self._held_lock:
             held = sorted(self._held)
         for start in range(0, len(held), _ACK_BATCH):
-            ids = held[start : start + _ACK_BATCH]
+            ids: list[StreamIdT] = list(held[start : start + _ACK_BATCH])
             # JUSTID: the delivery counter stays as it is; ids acked meanwhile are simply not claimed.
             self._retry("xclaim", functools.partial(self._claim_own, ids))
 
-    def _claim_own(self, ids: list[str]) -> None:
+    def _claim_own(self, ids: list[StreamIdT]) -> None:
         self._client.xclaim(self.keys.rollouts, LEARNER_GROUP, self.consumer, 0, ids, justid=True)
 
     def depth(self) -> int:
