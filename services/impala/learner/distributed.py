@@ -168,12 +168,14 @@ class RankGroup:
             "joining learner ranks",
             extra={"rank": world.rank, "world_size": world.size, "master": f"{world.master_addr}:{world.master_port}"},
         )
+        # Under torchrun its agent already hosts the store at MASTER_PORT: every rank is a client then.
+        hosts_store = world.primary and os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True"
         try:
             store = dist.TCPStore(  # type: ignore[attr-defined]
                 world.master_addr,
                 world.master_port,
                 world.size,
-                is_master=world.primary,
+                is_master=hosts_store,
                 timeout=timedelta(seconds=rendezvous_timeout_s),
                 wait_for_workers=True,
             )

@@ -37,8 +37,11 @@ FILL_ROLLOUTS_PER_S = 12_000  # above what one or two CPU ranks learn here (~6k 
 
 
 def _learner_env(url: str, run: str, workdir: Path, ranks: int, rank: int, port: int) -> dict[str, str]:
+    config = preset(ENV).learn
     env = {k: v for k, v in os.environ.items() if not k.startswith("IMPALA_")}
     env.update(
+        IMPALA_UNROLL_LENGTH=str(config["unroll_length"]),  # a wire field: the learner takes no preset for it
+        IMPALA_BATCH_SIZE=str(config["batch_size"]),
         IMPALA_RUN=run,
         IMPALA_REDIS_URL=url,
         IMPALA_ENV=ENV,
