@@ -144,3 +144,29 @@ def _alive(world: list[subprocess.Popen[bytes]], logs: object) -> None:
     dead = [proc.returncode for proc in world if proc.poll() is not None]
     if dead:
         raise AssertionError(f"a rank exited with {dead}:\n{logs() if callable(logs) else ''}")
+
+
+@pytest.mark.slow
+def test_torchrun_starts_the_ranks(redis_server: RedisServer, redis_client: redis.Redis, tmp_path: Path) -> None:
+    """Under torchrun (its agent hosts the rendezvous store) the ranks meet and learn as one."""
+    settings = learner_fields(redis_server.url, tmp_path / "ckpt", consumer="tr", batch_size=2, log_format="text")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("IMPALA_")}
+    env.update({f"IMPALA_{k.upper()}": str(v) for k, v in settings.items()})
+    torchrun = Path(sys.executable).with_name("torchrun")
+    argv = [str(torchrun), "--standalone", "--nproc-per-node", "2", "-m", "impala", "learner"]
+    log = tmp_path / "torchrun.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(argv, env=env, stdout=out, stderr=out, start_new_session=True)
+    try:
+        logs = lambda: log.read_text()[-4000:]  # noqa: E731
+        feed_until(redis_client, 3, [proc], logs, seed=0)
+        assert consumers(redis_client) == {"tr-r0", "tr-r1"}
+        assert_global(status(redis_client))
+        # SIGTERM to one rank stops both in order; torchrun exits 0 when its workers did.
+        (rank,) = [int(c) for c in Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()][:1]
+        os.kill(rank, signal.SIGTERM)
+        assert proc.wait(90) == 0, logs()
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(30)
