@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -12,6 +13,8 @@ from impala.learner.distributed import Held, RankGroup, World
 from tests.core.test_learn import record, spec
 
 CONFIG = LearnConfig(unroll_length=6, batch_size=4, learning_rate=1e-2, total_steps=200, entropy_cost=0.01)
+# Losses averaged over the valid steps with Adam (the defaults), or summed with RMSprop (torchbeast's).
+CONFIGS = {"mean": CONFIG, "sum": replace(CONFIG, loss_reduction="sum", optimizer="rmsprop", learning_rate=1e-3)}
 STEPS = 3
 # Valid steps of the four rollouts of each update: the ranks' shares differ (11 vs 6 in the first).
 LENGTHS = ((6, 5, 2, 4), (3, 6, 6, 1), (6, 6, 6, 6))
@@ -21,10 +24,13 @@ def records(step: int) -> list:  # type: ignore[type-arg]
     return [record(CONFIG.unroll_length, length, seed=10 * step + b) for b, length in enumerate(LENGTHS[step])]
 
 
-def learn(use_lstm: bool, rank: int = 0, size: int = 1, group: RankGroup | None = None) -> dict[str, object]:
+def learn(
+    use_lstm: bool, reduction: str, rank: int = 0, size: int = 1, group: RankGroup | None = None
+) -> dict[str, object]:
     """STEPS updates of a fresh seeded model on rank ``rank``'s share of each batch."""
+    config = CONFIGS[reduction]
     torch.manual_seed(0)
-    state = make_learner_state(spec(use_lstm), CONFIG)
+    state = make_learner_state(spec(use_lstm), config)
     share = CONFIG.batch_size // size
     turns = []
     for step in range(STEPS):
@@ -34,10 +40,15 @@ def learn(use_lstm: bool, rank: int = 0, size: int = 1, group: RankGroup | None 
             turn = group.agree(stop=False, paused=False, version=0, held=Held(batch.num_steps, batch.episode_returns))
             turns.append((turn.steps, turn.episodes, sorted(turn.returns)))
             reducer = group.reducer(turn)
-        learn_step(state, batch, CONFIG, reduce_gradients=reducer)
+        learn_step(state, batch, config, reduce_gradients=reducer)
     return {
         "params": [p.detach().clone() for p in state.model.parameters()],
-        "square_avg": [s["square_avg"].clone() for s in state.optimizer.state_dict()["state"].values()],
+        "optimizer": [
+            value.clone()
+            for per_param in state.optimizer.state_dict()["state"].values()
+            for value in per_param.values()
+            if isinstance(value, torch.Tensor) and value.numel() > 1
+        ],
         "env_steps": state.env_steps,
         "lr": state.optimizer.param_groups[0]["lr"],
         "turns": turns,
@@ -57,11 +68,11 @@ def mean_reduced_gradient(group: RankGroup, rank: int, size: int) -> torch.Tenso
     return weight.grad
 
 
-def rank_main(rank: int, size: int, port: int, out: Path, use_lstm: bool) -> None:
+def rank_main(rank: int, size: int, port: int, out: Path, use_lstm: bool, reduction: str) -> None:
     world = World(rank, size, 0, "127.0.0.1", port)
     group = RankGroup.join(world, backend="gloo", device=torch.device("cpu"), timeout_s=60, rendezvous_timeout_s=60)
     try:
-        result = learn(use_lstm, rank, size, group)
+        result = learn(use_lstm, reduction, rank, size, group)
         result["mean_grad"] = mean_reduced_gradient(group, rank, size)
         torch.save(result, out / f"rank{rank}.pt")
     finally:

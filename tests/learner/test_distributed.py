@@ -17,11 +17,12 @@ from impala.learner.settings import LearnerSettings
 from tests.learner import ranks
 
 
-def run_ranks(tmp_path: Path, use_lstm: bool, size: int = 2) -> list[dict[str, object]]:
+def run_ranks(tmp_path: Path, use_lstm: bool, reduction: str, size: int = 2) -> list[dict[str, object]]:
     context = multiprocessing.get_context("spawn")
     port = free_port("127.0.0.1")
     procs = [
-        context.Process(target=ranks.rank_main, args=(rank, size, port, tmp_path, use_lstm)) for rank in range(size)
+        context.Process(target=ranks.rank_main, args=(rank, size, port, tmp_path, use_lstm, reduction))
+        for rank in range(size)
     ]
     for proc in procs:
         proc.start()
@@ -31,22 +32,25 @@ def run_ranks(tmp_path: Path, use_lstm: bool, size: int = 2) -> list[dict[str, o
     return [torch.load(tmp_path / f"rank{rank}.pt") for rank in range(size)]
 
 
-@pytest.fixture(scope="module", params=[False, True], ids=["mlp", "lstm"])
-def two_ranks(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> tuple[bool, list]:  # type: ignore[type-arg]
-    """One spawned world of two gloo ranks per model, shared by the tests of this module."""
-    use_lstm = bool(request.param)
-    return use_lstm, run_ranks(tmp_path_factory.mktemp("ranks"), use_lstm)
+@pytest.fixture(
+    scope="module", params=[(False, "mean"), (True, "mean"), (False, "sum")], ids=["mlp-mean", "lstm-mean", "mlp-sum"]
+)
+def two_ranks(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> tuple[bool, str, list]:  # type: ignore[type-arg]
+    """One spawned world of two gloo ranks per model and loss reduction, shared by this module's tests."""
+    use_lstm, reduction = request.param
+    return use_lstm, reduction, run_ranks(tmp_path_factory.mktemp("ranks"), use_lstm, reduction)
 
 
 @pytest.mark.slow
-def test_two_gloo_ranks_with_half_batches_equal_one_rank_with_the_whole(two_ranks: tuple[bool, list]) -> None:  # type: ignore[type-arg]
-    use_lstm, (rank0, rank1) = two_ranks
-    alone = ranks.learn(use_lstm)
+def test_two_gloo_ranks_with_half_batches_equal_one_rank_with_the_whole(two_ranks: tuple[bool, str, list]) -> None:  # type: ignore[type-arg]
+    use_lstm, reduction, (rank0, rank1) = two_ranks
+    alone = ranks.learn(use_lstm, reduction)
     for got in (rank0, rank1):
         for p_alone, p_ranks in zip(alone["params"], got["params"], strict=True):  # type: ignore[call-overload]
             torch.testing.assert_close(p_ranks, p_alone, rtol=1e-5, atol=1e-6)
-        for s_alone, s_ranks in zip(alone["square_avg"], got["square_avg"], strict=True):  # type: ignore[call-overload]
-            torch.testing.assert_close(s_ranks, s_alone, rtol=1e-5, atol=1e-8)
+        assert alone["optimizer"]  # type: ignore[truthy-bool]
+        for s_alone, s_ranks in zip(alone["optimizer"], got["optimizer"], strict=True):  # type: ignore[call-overload]
+            torch.testing.assert_close(s_ranks, s_alone, rtol=1e-4, atol=1e-8)
         # Counters and the learning-rate schedule run on global env steps.
         assert got["env_steps"] == alone["env_steps"] == sum(sum(lengths) for lengths in ranks.LENGTHS)
         assert got["lr"] == pytest.approx(alone["lr"])
@@ -59,8 +63,8 @@ def test_two_gloo_ranks_with_half_batches_equal_one_rank_with_the_whole(two_rank
 
 
 @pytest.mark.slow
-def test_a_mean_reduced_loss_is_averaged_by_valid_steps(two_ranks: tuple[bool, list]) -> None:  # type: ignore[type-arg]
-    _, (rank0, rank1) = two_ranks
+def test_a_mean_reduced_loss_is_averaged_by_valid_steps(two_ranks: tuple[bool, str, list]) -> None:  # type: ignore[type-arg]
+    *_, (rank0, rank1) = two_ranks
     torch.manual_seed(1)
     data = torch.randn(10, 3)
     weight = torch.ones(3, requires_grad=True)

@@ -12,6 +12,7 @@ from pydantic_settings import BaseSettings
 from typer.testing import CliRunner
 
 from impala.core.cli_options import settings_command
+from impala.core.learn import LearnConfig
 from impala.core.presets import preset
 from impala.local.plan import (
     Plan,
@@ -21,7 +22,6 @@ from impala.local.plan import (
     default_envs_per_client,
     rank_buffer_floor,
     service_argv,
-    tuned_for,
 )
 
 
@@ -35,7 +35,6 @@ def _plan(tmp_path: Path, saved: dict[str, dict[str, Any]] | None = None, learne
         redis_url="redis://127.0.0.1:1/0",
         checkpoint_dir=tmp_path / "ckpt",
         token_files=files,
-        tuned=tuned_for("CartPole-v1"),
         saved=saved,
     )
 
@@ -43,7 +42,7 @@ def _plan(tmp_path: Path, saved: dict[str, dict[str, Any]] | None = None, learne
 def test_services_agree_on_model_ports_and_tokens(tmp_path: Path) -> None:
     plan = _plan(tmp_path)
     learner = plan.learner
-    assert learner.unroll_length == preset("CartPole-v1").learn["unroll_length"]
+    assert learner.unroll_length == LearnConfig.for_env("CartPole-v1").unroll_length
     ports = [plan.weights.port, plan.control.port, *(p.port for p in plan.pools)]
     assert len(set(ports)) == len(ports)
     for pool in plan.pools:
@@ -126,14 +125,14 @@ def test_learner_ranks_share_everything_but_their_metrics_port_and_rank(tmp_path
 def test_learners_must_divide_the_batch() -> None:
     from impala.local.stack import LocalOptions, OptionsError, resolve
 
-    batch = preset("CartPole-v1").learn["batch_size"]
+    batch = LearnConfig.for_env("CartPole-v1").batch_size
     assert resolve(LocalOptions(learners=2)).options.learners == 2
     with pytest.raises(OptionsError, match=f"--learners 3 must divide the batch size {batch}"):
         resolve(LocalOptions(learners=3))
 
 
 def test_the_buffer_holds_what_every_rank_may_read_ahead(tmp_path: Path) -> None:
-    batch = preset("CartPole-v1").learn["batch_size"]
+    batch = LearnConfig.for_env("CartPole-v1").batch_size
     assert _plan(tmp_path, learners=2).pools[0].buffer_capacity == 2 * batch  # already enough for 2
     assert rank_buffer_floor(8, 2, 2) == 15
     four = _plan(tmp_path, learners=4).pools[0]

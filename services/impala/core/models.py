@@ -79,16 +79,28 @@ def fingerprint(model: Policy) -> str:
 
 
 class Policy(nn.Module):
-    """Torso → (LSTM) → policy logits and baseline."""
+    """Torso → (LSTM) → policy logits; baseline from the same features (images) or its own torso (vectors).
+
+    Vector observations get a separate critic (as CleanRL's PPO for classic control): a second MLP torso
+    whose features, with the LSTM output detached when there is one, feed the baseline head. A shared
+    tanh torso lets the value regression saturate the features the policy reads (ADR 0016: on a
+    contextual bandit the policy gradient reaching the torso fell 10,000-fold within 200 updates and
+    the policy stayed at chance). Image models keep the shared torso of the IMPALA paper.
+    """
 
     def __init__(self, spec: ModelSpec) -> None:
         super().__init__()
         self.spec = spec
         self.torso, features = _torso(spec)
         self.core = nn.LSTM(features, spec.hidden_size) if spec.use_lstm else None
-        features = spec.hidden_size if spec.use_lstm else features
-        self.policy = nn.Linear(features, spec.num_actions)
-        self.baseline = nn.Linear(features, 1)
+        core_features = spec.hidden_size if spec.use_lstm else features
+        self.critic: nn.Module | None = None
+        baseline_features = core_features
+        if spec.kind == "mlp":
+            self.critic, critic_features = _torso(spec)
+            baseline_features = critic_features + (spec.hidden_size if spec.use_lstm else 0)
+        self.policy = nn.Linear(core_features, spec.num_actions)
+        self.baseline = nn.Linear(baseline_features, 1)
         # Near-uniform initial policy: small logits keep early exploration high (as in CleanRL's PPO).
         nn.init.orthogonal_(self.policy.weight, gain=0.01)
         nn.init.zeros_(self.policy.bias)
@@ -104,13 +116,18 @@ class Policy(nn.Module):
 
         An empty ``core_state`` means the zero state (``initial_state``)."""
         T, B = obs.shape[:2]
-        x = obs.flatten(0, 1)
-        x = x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
-        x = self.torso(x).view(T, B, -1)
+        flat = obs.flatten(0, 1)
+        flat = flat.float() / 255.0 if flat.dtype == torch.uint8 else flat.float()
+        x = self.torso(flat).view(T, B, -1)
         if self.core is not None:
             x, core_state = self._unroll(x, done, core_state or self.initial_state(B, x.device))
         logits = self.policy(x)
-        return PolicyOutput(logits, self.baseline(x).squeeze(-1), core_state)
+        critic_x = x
+        if self.critic is not None:
+            critic_x = self.critic(flat).view(T, B, -1)
+            if self.core is not None:  # the critic reads the memory but does not train it
+                critic_x = torch.cat([critic_x, x.detach()], dim=-1)
+        return PolicyOutput(logits, self.baseline(critic_x).squeeze(-1), core_state)
 
     def _unroll(self, x: Tensor, done: Tensor, core_state: State) -> tuple[Tensor, State]:
         assert self.core is not None

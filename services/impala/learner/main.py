@@ -23,9 +23,9 @@ from impala.core.device import resolve_device
 from impala.core.learn import LearnConfig, LearnerState, make_learner_state
 from impala.core.models import ModelSpec, Policy, fingerprint, spec_for_env
 from impala.core.redis_keys import RunKeys
+from impala.core.settings import with_presets
 from impala.core.state_codec import encode_state
 from impala.learner.checkpointing import Checkpointer
-from impala.learner.config import learn_config
 from impala.learner.control import ControlPlane
 from impala.learner.decode_process import DecodeConfig, DecodeProcess
 from impala.learner.distributed import RankGroup, RankLostError, Ranks, Solo, World, WorldError, backend_for
@@ -161,7 +161,8 @@ def build_learner(settings: LearnerSettings, *, registry: CollectorRegistry, wor
     One of N ranks (``world``) waits here for the others, then takes rank 0's state.
     """
     world = world or World()
-    config = learn_config(settings)
+    settings = with_presets(settings)  # the one resolver: model fields and hyperparameters alike
+    config = LearnConfig.from_settings(settings)
     if config.batch_size % world.size:
         raise WorldError(f"batch_size {config.batch_size} must be a multiple of WORLD_SIZE {world.size}")
     device = rank_device(settings, world)

@@ -26,7 +26,7 @@ from impala.core.redis_keys import RunKeys
 from impala.core.redis_server import RedisServer, RedisServerError, free_port
 from impala.local import readiness
 from impala.local.display import Display
-from impala.local.plan import HOST, Plan, Topology, build_plan, child_environment, service_argv, tuned_for
+from impala.local.plan import HOST, Plan, Topology, build_plan, child_environment, service_argv
 from impala.local.recorder import MetricsCsv, TensorBoardLog, plot_learning_curve
 from impala.local.rundir import run_name, write_config, write_private, write_private_json
 from impala.local.stack import LocalOptions, Resolved
@@ -138,7 +138,6 @@ class Session:
             redis_url=server.url,
             checkpoint_dir=(self.run_dir / "checkpoints").resolve(),
             token_files=token_files,
-            tuned=tuned_for(self.resolved.env),
             saved=self.resolved.saved,
         )
         services = plan.services()

@@ -14,9 +14,9 @@ from typing import Any
 
 from rich.console import Console
 
-from impala.core.presets import target_return
+from impala.core.presets import preset, target_return
 from impala.learner.settings import LearnerSettings
-from impala.local.plan import default_envs_per_client, tuned_for
+from impala.local.plan import default_envs_per_client
 from impala.local.recorder import tensorboard_problem
 from impala.local.rundir import default_run_dir, read_config
 
@@ -108,7 +108,7 @@ def _check_learners(learners: int, env: str, saved: dict[str, Any] | None) -> No
     """N learner ranks split each batch of B rollouts: B must be a multiple of N."""
     learner = next((saved[n] for n in ("learner", "learner-0") if saved and n in saved), None)
     batch = int(
-        (learner or tuned_for(env)["learner"]).get("batch_size", LearnerSettings.model_fields["batch_size"].default)
+        (learner or preset(env).overrides).get("batch_size", LearnerSettings.model_fields["batch_size"].default)
     )
     if batch % learners:
         raise OptionsError(

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import redis
 
-from impala.core.presets import preset
+from impala.core.learn import LearnConfig
 from impala.core.processes import stop_group
 from impala.core.redis_keys import RunKeys
 from impala.core.redis_server import RedisServer, free_port
@@ -37,11 +37,11 @@ FILL_ROLLOUTS_PER_S = 12_000  # above what one or two CPU ranks learn here (~6k 
 
 
 def _learner_env(url: str, run: str, workdir: Path, ranks: int, rank: int, port: int) -> dict[str, str]:
-    config = preset(ENV).learn
+    config = LearnConfig.for_env(ENV)
     env = {k: v for k, v in os.environ.items() if not k.startswith("IMPALA_")}
     env.update(
-        IMPALA_UNROLL_LENGTH=str(config["unroll_length"]),  # a wire field: the learner takes no preset for it
-        IMPALA_BATCH_SIZE=str(config["batch_size"]),
+        IMPALA_UNROLL_LENGTH=str(config.unroll_length),  # the stream's rollouts hold this T
+        IMPALA_BATCH_SIZE=str(config.batch_size),
         IMPALA_RUN=run,
         IMPALA_REDIS_URL=url,
         IMPALA_ENV=ENV,
@@ -72,8 +72,8 @@ def _status(client: redis.Redis, keys: RunKeys) -> dict[str, float]:
 def samples_per_second(url: str, ranks: int, seconds: float, workdir: Path) -> float:
     """Global env steps/s of ``ranks`` learner processes over ``seconds`` after ``WARMUP_STEPS``."""
     keys = RunKeys(f"bench-ranks-{uuid.uuid4().hex[:8]}")
-    config = preset(ENV).learn
-    shape = replace(CARTPOLE, unroll_length=config["unroll_length"], batch_size=config["batch_size"])
+    config = LearnConfig.for_env(ENV)
+    shape = replace(CARTPOLE, unroll_length=config.unroll_length, batch_size=config.batch_size)
     fill(url, keys, payload(shape), int(FILL_ROLLOUTS_PER_S * (seconds + 10)))
     port = free_port("127.0.0.1")
     procs = []
@@ -116,8 +116,8 @@ def bench_learner_ranks(seconds: float, ranks: tuple[int, ...]) -> list[Figure]:
         for n in ranks:
             rates[n] = samples_per_second(server.url, n, seconds, Path(tmp))
     base = ranks[0]
-    config = preset(ENV).learn
-    name = f"learner {ENV} T={config['unroll_length']} B={config['batch_size']} fed from Redis"
+    config = LearnConfig.for_env(ENV)
+    name = f"learner {ENV} T={config.unroll_length} B={config.batch_size} fed from Redis"
     return [
         Figure(f"{name}, {n} rank{'s' * (n > 1)}", rate, "samples/s", f"{base} rank{'s' * (base > 1)}", rates[base])
         for n, rate in rates.items()
