@@ -67,7 +67,7 @@ def unread(client: redis.Redis) -> int:
 def feed_until(client: redis.Redis, target: int, world: list[subprocess.Popen[bytes]], logs: Any, seed: int) -> int:
     """Add rollouts two at a time until the world took ``target`` steps: a rank's decode process reads
     ahead, so a fixed count could leave one rank with all of them and the other with none."""
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 240  # generous: start-up on busy shared cores
     while (now := step(client)) < target:
         if unread(client) < 2:
             produce(client, [rollout(seed=seed + i, returns=(1.0,)) for i in range(2)])
@@ -107,14 +107,21 @@ def test_a_killed_rank_stops_the_other_and_the_world_resumes(
     assert_global({**saved, "learner_step": saved["learner_step"]})
     resumed = saved["learner_step"]
 
+    restarted = time.time()
     world = start_world(redis_server.url, ckpt_dir, tmp_path)
     try:
+        # A heartbeat of the new rank 0 (the hash still holds the old one's), at the checkpoint's step.
         wait_for(
-            lambda: step(redis_client), lambda s: s == resumed, 120, what="restart", guard=lambda: _alive(world, logs)
+            lambda: status(redis_client),
+            lambda f: float(f.get("heartbeat", 0)) > restarted,
+            240,
+            what="restart",
+            guard=lambda: _alive(world, logs),
         )
+        assert step(redis_client) == resumed
         # Pause reaches both ranks: with batches waiting on both, no step is taken until resume.
         redis_client.hset(KEYS.state, "paused", "1")
-        wait_for(lambda: status(redis_client).get("paused"), lambda p: p == "1", 60)
+        wait_for(lambda: status(redis_client).get("paused"), lambda p: p == "1", 120)
         produce(redis_client, [rollout(seed=100 + i, returns=(1.0,)) for i in range(8)])
         wait_for(
             lambda: {
