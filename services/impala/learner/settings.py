@@ -18,9 +18,13 @@ class LearnerSettings(ServiceSettings, ModelSettings, WeightsToken):
     # learner read REDIS_URL instead of IMPALA_REDIS_URL.
     model_config = ServiceSettings.model_config
 
-    consumer: str = Field("", description="Consumer name in the learners group; default: hostname.")
+    consumer: str = Field(
+        "", description="Consumer name in the learners group; default: hostname. With N ranks, '-r<RANK>' is appended."
+    )
     unroll_length: int = Field(10, ge=1, le=10_000, description="T, steps per rollout (must match the pools).")
-    batch_size: int = Field(8, ge=1, le=4096, description="B, rollouts per update.")
+    batch_size: int = Field(
+        8, ge=1, le=4096, description="B, rollouts per update (all ranks together: each reads B / WORLD_SIZE)."
+    )
     learning_rate: float = Field(1e-3, gt=0, description="Learning rate of the optimizer (decays linearly).")
     total_steps: int = Field(
         50_000_000, ge=1, description="Env steps over which the learning rate decays linearly to 0."
@@ -59,3 +63,16 @@ class LearnerSettings(ServiceSettings, ModelSettings, WeightsToken):
     status_interval_s: float = Field(1.0, gt=0, description="Period of the status heartbeat written to Redis.")
     seed: int = Field(0, description="Torch seed.")
     prefetch: int = Field(2, ge=1, le=8, description="Collated batches prepared ahead of the learn step.")
+    dist_backend: str = Field(
+        "auto",
+        pattern=r"^(auto|gloo|nccl)$",
+        description="torch.distributed backend of N learner ranks: auto = NCCL on CUDA, gloo on CPU.",
+    )
+    dist_timeout_s: float = Field(
+        120.0,
+        gt=0,
+        description="Longest wait of a collective between learner ranks; past it a hung rank stops the others.",
+    )
+    rendezvous_timeout_s: float = Field(
+        900.0, gt=0, description="How long learner ranks wait for each other at start (pods come up one by one)."
+    )

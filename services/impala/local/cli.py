@@ -32,6 +32,10 @@ def register(app: typer.Typer) -> None:
             int | None, typer.Option(min=1, help="Envs per client process (default: the env preset's envs / clients).")
         ] = None,
         pools: Annotated[int, typer.Option(min=1, help="ActorPool replicas.")] = 1,
+        learners: Annotated[
+            int,
+            typer.Option(min=1, max=16, help="Learner ranks (torch.distributed, gloo); each learns B / N rollouts."),
+        ] = 1,
         target_return: Annotated[
             float | None,
             typer.Option(
@@ -95,6 +99,7 @@ def register(app: typer.Typer) -> None:
             clients=pick("clients", "clients", clients),
             envs_per_client=pick("envs_per_client", "envs_per_client", envs_per_client),
             pools=pick("pools", "pools", pools),
+            learners=pick("learners", "learners", learners),
             target_return=None if not use_target else pick("target_return", "target_return", target_return),
             use_target=use_target,
             max_seconds=pick("max_seconds", "max_seconds", max_seconds),

@@ -91,7 +91,8 @@ class Session:
             names = list(self.supervisor.children)
             # Prometheus first: it would record the orderly stop as services going down.
             stages = [[n for n in names if n.startswith(prefix)] for prefix in ("prometheus", "env-", "actorpool-")]
-            self.supervisor.stop([*stages, ["learner"], ["weights"], ["control"], ["redis"]])
+            learners = [n for n in names if n.split("-")[0] == "learner"]
+            self.supervisor.stop([*stages, learners, ["weights"], ["control"], ["redis"]])
             left = self.supervisor.leftovers()
             if left:
                 log.error("processes left behind", extra={"process_groups": left})
@@ -139,6 +140,7 @@ class Session:
             self.resolved.envs_per_client,
             self.options.pools,
             self.options.seed,
+            self.options.learners,
         )
         plan = build_plan(
             top,
@@ -154,7 +156,7 @@ class Session:
         write_config(self.run_dir / "config.json", self.resolved.summary(), services)
         for name, settings in services.items():
             if not name.startswith("env-"):
-                self._spawn(name, settings)
+                self._spawn(name, settings, plan.rank_environment(name) if name in plan.learner_names else {})
         waiting = readiness.wait_until_up(plan, self.stop_event, self.options.startup_timeout_s, self._supervise)
         if waiting:
             self.reason = self.reason or "failed"
@@ -172,12 +174,12 @@ class Session:
         self.plan = plan
         return plan
 
-    def _spawn(self, name: str, settings: BaseSettings) -> None:
+    def _spawn(self, name: str, settings: BaseSettings, environment: dict[str, str] | None = None) -> None:
         kind = name.split("-")[0]
         command = "env" if kind == "env" else kind
         # Every service shares the machine's few cores with the others; torch's intra-op threads would
         # only contend with them (the batches here are tiny), so each process computes on one thread.
-        extra = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+        extra = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", **(environment or {})}
         argv, env, log_path = service_argv(command, settings), child_environment(extra), self.logs / f"{name}.log"
         self.supervisor.start(name, lambda: spawn(argv, env, log_path), STOP_TIMEOUT_S[kind])
 

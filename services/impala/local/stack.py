@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from impala.core.envs import check_env_id
-from impala.core.presets import target_return
+from impala.core.presets import preset, target_return
+from impala.learner.settings import LearnerSettings
 from impala.local.plan import default_envs_per_client
 from impala.local.prometheus import prometheus_problem
 from impala.local.recorder import tensorboard_problem
@@ -35,6 +36,7 @@ class LocalOptions:
     clients: int = 2
     envs_per_client: int | None = None
     pools: int = 1
+    learners: int = 1
     target_return: float | None = None
     use_target: bool = True
     max_seconds: float = 0.0
@@ -100,6 +102,21 @@ def resolve(options: LocalOptions) -> Resolved:
         raise OptionsError(problem)
     if options.prometheus and (problem := prometheus_problem()) is not None:
         raise OptionsError(problem)
+    _check_learners(options, env, saved)
     envs = options.envs_per_client or default_envs_per_client(env, options.clients)
     run_dir = options.resume or options.run_dir or default_run_dir(env)
     return Resolved(options, env, envs, target, run_dir, saved)
+
+
+def _check_learners(options: LocalOptions, env: str, saved: dict[str, Any] | None) -> None:
+    """N learner ranks split each batch of B rollouts: B must be a multiple of N."""
+    learner = next((saved[n] for n in ("learner", "learner-0") if saved and n in saved), None)
+    given = (options.overrides.get("learner") or {}).get("batch_size")
+    batch = int(
+        given
+        or (learner or preset(env).overrides).get("batch_size", LearnerSettings.model_fields["batch_size"].default)
+    )
+    if batch % options.learners:
+        raise OptionsError(
+            f"--learners {options.learners} must divide the batch size {batch} (each rank learns B / N rollouts)"
+        )
