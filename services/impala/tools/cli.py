@@ -46,7 +46,7 @@ def register(app: typer.Typer) -> None:
             str,
             typer.Option(
                 help="learner only: learner samples/s of torch.distributed worlds of these sizes, e.g. 1,2 "
-                "(each next to the first), instead of the single-learner figures."
+                "(each next to the first), instead of the single-learner figures (default: none)."
             ),
         ] = "",
     ) -> None:
