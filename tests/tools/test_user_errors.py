@@ -42,6 +42,8 @@ def test_unknown_env_id(checkpoint: Path) -> None:
     )
     assert_one_line(impala("env", "--env", "NoSuchEnv-v0"), "unknown env id 'NoSuchEnv-v0'")
     assert_one_line(impala("local", "--env", "NoSuchEnv-v0", "--no-live"), "unknown env id 'NoSuchEnv-v0'")
+    # module:Id imports the module that registers Id (a registered diagnostic env passes that check)
+    assert_one_line(impala("local", "--env", "no_such_module:X-v0", "--no-live"), "cannot import 'no_such_module'")
 
 
 def test_debug_shows_the_traceback(checkpoint: Path) -> None:

@@ -12,7 +12,16 @@ from impala.core.errors import UserError
 
 
 def check_env_id(env_id: str) -> None:
-    """Raise ``UserError`` unless ``env_id`` is a registered Gymnasium id (cheap: builds nothing)."""
+    """Raise ``UserError`` unless ``env_id`` is a registered Gymnasium id (cheap: builds nothing).
+
+    ``module:Id`` imports ``module`` first (it registers ``Id``), as ``gym.make`` does.
+    """
+    if ":" in env_id:
+        module, env_id = env_id.split(":", 1)
+        try:
+            importlib.import_module(module)
+        except ImportError as err:
+            raise UserError(f"--env {module}:{env_id}: cannot import {module!r} ({err})") from None
     if env_id.startswith("ALE/"):
         try:
             # Optional dependency (extra "atari"), imported only here so CartPole users never need it.
