@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
+from impala.core.env_spec import ActionSpace
 from impala.core.rollouts import RolloutRecord, to_proto
 
 Array = npt.NDArray[np.generic]
@@ -28,7 +29,7 @@ class StreamRollouts:
         num_envs: int,
         observation_shape: tuple[int, ...],
         observation_dtype: np.dtype[np.generic],
-        num_actions: int,
+        action_space: ActionSpace,
         state_shapes: tuple[tuple[int, ...], ...],
         producer_id: str,
         session_id: str,
@@ -38,8 +39,9 @@ class StreamRollouts:
         # Not zeroed: every row is written before it ships (``act`` writes obs[t] for t <= L, ``close``
         # zeroes the rest), and for pixels this buffer is tens of MB that zeroing would fault in at once.
         self.obs: Array = np.empty((T + 1, E, *observation_shape), dtype=observation_dtype)
-        self.action = np.zeros((T, E), dtype=np.int64)
-        self.logits = np.zeros((T, E, num_actions), dtype=np.float32)
+        self.action: Array = np.zeros((T, E, *action_space.shape_per_env), dtype=action_space.dtype)
+        self.logits = np.zeros((T, E, action_space.param_size), dtype=np.float32)
+        self.log_prob = np.zeros((T, E), dtype=np.float32)
         self.reward = np.zeros((T, E), dtype=np.float32)
         self.terminated = np.zeros((T, E), dtype=np.bool_)
         self.truncated = np.zeros((T, E), dtype=np.bool_)
@@ -52,8 +54,10 @@ class StreamRollouts:
         self.t = 0  # transitions completed in the current rollout
         self.producer_id, self.session_id = producer_id, session_id
 
-    def act(self, obs: Array, action: Array, logits: Array, version: int, state_in: tuple[Array, ...]) -> None:
-        """Record the observation the policy just acted on (``obs[t]``) and its action."""
+    def act(
+        self, obs: Array, action: Array, logits: Array, log_prob: Array, version: int, state_in: tuple[Array, ...]
+    ) -> None:
+        """Record the observation the policy just acted on (``obs[t]``), its action and log μ(action)."""
         t = self.t
         if t == 0:
             for buf, value in zip(self.initial_state, state_in, strict=True):
@@ -61,6 +65,7 @@ class StreamRollouts:
         self.obs[t] = obs
         self.action[t] = action
         self.logits[t] = logits
+        self.log_prob[t] = log_prob
         self.versions[t] = version
 
     def transition(
@@ -114,6 +119,7 @@ class StreamRollouts:
         for buf in (
             self.action,
             self.logits,
+            self.log_prob,
             self.reward,
             self.terminated,
             self.truncated,
@@ -144,6 +150,7 @@ class StreamRollouts:
                 observation=self.obs[:, i],
                 action=self.action[:, i],
                 behaviour_logits=self.logits[:, i],
+                behaviour_log_prob=self.log_prob[:, i],
                 reward=self.reward[:, i],
                 terminated=self.terminated[:, i],
                 truncated=self.truncated[:, i],

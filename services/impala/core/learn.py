@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from impala.core import vtrace
+from impala.core import distributions, vtrace
 from impala.core.batch import Batch
 from impala.core.losses import baseline_loss, entropy_loss, policy_gradient_loss
 from impala.core.models import ModelSpec, Policy, build_model
@@ -129,15 +129,17 @@ def learn_step(state: LearnerState, batch: Batch, config: LearnConfig) -> dict[s
     model = state.model
     model.train()
     out = model(batch.observation, episode_starts(batch), batch.initial_core_state)
-    logits, values = out.logits[:-1], out.baseline[:-1]
+    logits, values, space = out.logits[:-1], out.baseline[:-1], model.spec.actions
     rewards, discounts = vtrace_inputs(batch, config)
+    # log π(a) of the recorded actions (zeros on padding are valid actions: masked out below).
+    target_log_prob = distributions.log_prob(space, logits, batch.action)
     # bootstrap_value = V(obs[T]); irrelevant wherever the chain was cut (discount 0) before T.
-    targets = vtrace.from_logits(
-        batch.behaviour_logits, logits, batch.action, discounts, rewards, values, out.baseline[-1]
+    targets = vtrace.from_importance_weights(
+        target_log_prob.detach() - batch.behaviour_log_prob, discounts, rewards, values, out.baseline[-1]
     )
-    pg = policy_gradient_loss(logits, batch.action, targets.pg_advantages, batch.mask)
+    pg = policy_gradient_loss(target_log_prob, targets.pg_advantages, batch.mask)
     baseline = config.baseline_cost * baseline_loss(values, targets.vs, batch.mask)
-    entropy = config.entropy_cost * entropy_loss(logits, batch.mask)
+    entropy = config.entropy_cost * entropy_loss(distributions.entropy(space, logits), batch.mask)
     total = pg + baseline + entropy
 
     state.optimizer.zero_grad(set_to_none=True)

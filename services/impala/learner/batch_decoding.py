@@ -26,11 +26,11 @@ from impala.core.batch import TIME_FIELDS, Batch
 from impala.core.models import ModelSpec
 from impala.core.rollouts import RolloutRecord
 from impala.core.tensors import TensorError
-from impala.learner.decoding import blank_record, rollout_decoder
+from impala.learner.decoding import blank_record, rollout_decoder, valid_actions
 from impala.rollout.v1 import rollout_pb2
 from impala.tensor.v1 import tensor_pb2
 
-_FLOATS = ("behaviour_logits", "reward", "bootstrap_value")
+_FLOATS = ("behaviour_logits", "behaviour_log_prob", "reward", "bootstrap_value")
 
 
 @dataclass
@@ -69,7 +69,7 @@ class BatchDecoder:
     """
 
     def __init__(self, spec: ModelSpec, unroll_length: int) -> None:
-        T, self.unroll_length, self.num_actions = unroll_length, unroll_length, spec.num_actions
+        T, self.unroll_length, self.action_space = unroll_length, unroll_length, spec.actions
         self.float_observation = np.issubdtype(np.dtype(spec.observation_dtype), np.floating)
         blank = blank_record(spec, unroll_length)  # the one place the accepted shapes and dtypes are written
         self.fields = tuple(
@@ -172,9 +172,9 @@ class BatchDecoder:
     def _check(self, stacked: dict[str, npt.NDArray[Any]], lengths: npt.NDArray[np.int64]) -> list[bool]:
         """The value checks of ``from_proto`` over all new entries at once; True where all pass."""
         k = len(lengths)
-        mask, action = stacked["mask"], stacked["action"]  # [k, T]
+        mask, action = stacked["mask"], stacked["action"]  # [k, T], [k, T, *action_shape]
         ok = ~(mask != (self._steps < lengths[:, None])).any(axis=1)
-        ok &= ~(((action < 0) | (action >= self.num_actions)) & mask).any(axis=1)
+        ok &= ~(~valid_actions(self.action_space, action) & mask).any(axis=1)
         floats = [*_FLOATS, *(f.name for f in self.states)]
         if self.float_observation:
             floats.append("observation")
