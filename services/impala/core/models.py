@@ -20,7 +20,8 @@ import torch
 from torch import Tensor, nn
 
 from impala.core import distributions
-from impala.core.env_spec import ActionSpace, EnvSpec, spec_of_env
+from impala.core.env_spec import ActionSpace, EnvSpec, resolve, spec_of_env
+from impala.core.settings import ModelSettings
 
 State = tuple[Tensor, ...]
 LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
@@ -88,6 +89,12 @@ def spec_for(env: EnvSpec, model: str = "auto", hidden_size: int = 64, use_lstm:
     # Discrete specs keep action_space None: the same fingerprint and checkpoints as before spaces existed.
     explicit = None if action.type == "discrete" else action
     return ModelSpec(shape, env.observation_dtype, num_actions, kind, hidden_size, use_lstm, explicit)
+
+
+def spec_from_settings(settings: ModelSettings) -> ModelSpec:
+    """The model of a pool or learner: from ``env_spec``, ``env``, or both (which must agree)."""
+    env = resolve(settings.env_id(), settings.env_spec)
+    return spec_for(env, settings.model, settings.hidden_size, settings.use_lstm)
 
 
 def spec_for_env(env_id: str, model: str = "auto", hidden_size: int = 64, use_lstm: bool = False) -> ModelSpec:

@@ -95,7 +95,20 @@ class ModelSettings(BaseSettings):
     # Same config as ServiceSettings: a mixin with pydantic's default config would reset env_prefix.
     model_config = ServiceSettings.model_config
 
-    env: str = Field("CartPole-v1", description="Gymnasium environment id; fixes observation spec and action count.")
+    env: str = Field(
+        "CartPole-v1",
+        description=(
+            "Gymnasium environment id (module:Id imports module first); fixes the observation and action "
+            "spaces unless env_spec is set, and must agree with env_spec when both are set."
+        ),
+    )
+    env_spec: Path | None = Field(
+        None,
+        description=(
+            "JSON or YAML file declaring the observation and action spaces (docs/bring-your-own-env.md); "
+            "the model is built from it, no Gymnasium env needed."
+        ),
+    )
     model: str = Field(
         "auto",
         pattern=r"^(auto|mlp|shallow|resnet)$",
@@ -106,3 +119,18 @@ class ModelSettings(BaseSettings):
     device: str = Field(
         "auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$", description="Torch device; auto picks CUDA when present."
     )
+
+    def env_id(self) -> str | None:
+        """The Gymnasium id to derive or check the spec with: None when a spec file is set and ``env`` was
+        left at its default (the file alone declares the run's spaces)."""
+        if self.env_spec is not None and "env" not in self.model_fields_set:
+            return None
+        return self.env
+
+    @model_validator(mode="after")
+    def _env_spec_agrees(self) -> Self:
+        if self.env_spec is not None:
+            from impala.core.env_spec import resolve  # torch-free; gymnasium only when env is set too
+
+            resolve(self.env_id(), self.env_spec)  # EnvSpecError is a ValueError: a validation error
+        return self

@@ -44,7 +44,7 @@ def learn_config(settings: LearnerSettings, environ: Mapping[str, str] | None = 
     values: dict[str, Any] = {f.name: getattr(settings, f.name) for f in fields(LearnConfig)}
     applied = {
         name: value
-        for name, value in preset(settings.env).learn.items()
+        for name, value in preset(settings.env_id() or "").learn.items()
         if name in values and name not in explicit and name not in WIRE_FIELDS
     }
     if applied:

@@ -21,7 +21,7 @@ from impala.buffer.redis_client import sync_client
 from impala.core import heap, logs, metrics
 from impala.core.device import resolve_device
 from impala.core.learn import LearnConfig, LearnerState, make_learner_state
-from impala.core.models import ModelSpec, Policy, fingerprint, spec_for_env
+from impala.core.models import ModelSpec, Policy, fingerprint, spec_from_settings
 from impala.core.redis_keys import RunKeys
 from impala.core.state_codec import encode_state
 from impala.learner.checkpointing import Checkpointer
@@ -127,7 +127,7 @@ def build_learner(settings: LearnerSettings, *, registry: CollectorRegistry) -> 
     """Every part of a learner from its settings; resumes the latest checkpoint in ``checkpoint_dir``."""
     device = resolve_device(settings.device)
     config = learn_config(settings)
-    spec = spec_for_env(settings.env, settings.model, settings.hidden_size, settings.use_lstm)
+    spec = spec_from_settings(settings)
     state = build_state(spec, config, settings, device)
     checkpointer = Checkpointer(
         settings.checkpoint_dir,

@@ -14,6 +14,23 @@ def register(app: typer.Typer) -> None:
         env: Annotated[
             str | None, typer.Option(help="Gymnasium environment id (default: CartPole-v1, or the resumed run's).")
         ] = None,
+        env_spec: Annotated[
+            Path | None,
+            typer.Option(
+                envvar="IMPALA_ENV_SPEC",
+                dir_okay=False,
+                help=(
+                    "Env spec file (JSON or YAML) declaring the spaces; without --env the stack serves clients "
+                    "of your own (--clients 0) and has no target unless --target-return is given."
+                ),
+            ),
+        ] = None,
+        use_lstm: Annotated[
+            bool | None, typer.Option("--use-lstm/--no-use-lstm", help="Add an LSTM core (default: the preset's).")
+        ] = None,
+        hidden_size: Annotated[
+            int | None, typer.Option(min=1, help="Width of the MLP layers and the LSTM (default: the preset's).")
+        ] = None,
         # One process with all the preset's envs: on 2 cores it solved CartPole in 40 s vs 59.5 s for
         # 2 processes × 4 envs (seed 0, same load; ADR 0007): fewer, larger messages cost the pool less.
         clients: Annotated[
@@ -46,6 +63,9 @@ def register(app: typer.Typer) -> None:
 
         options = LocalOptions(
             env=env,
+            env_spec=env_spec,
+            use_lstm=use_lstm,
+            hidden_size=hidden_size,
             clients=clients,
             envs_per_client=envs_per_client,
             pools=pools,

@@ -37,18 +37,19 @@ SESSION_FIELDS = frozenset(
 
 
 # Fields that must agree across services: the plan copies the learner's into pools and clients.
-_DERIVED = frozenset({"env", "model", "hidden_size", "use_lstm", "unroll_length"})
+_DERIVED = frozenset({"env", "env_spec", "model", "hidden_size", "use_lstm", "unroll_length"})
 
 
 @dataclass(frozen=True)
 class Topology:
     """How many of each service, and what they run."""
 
-    env: str
+    env: str  # "" for a spec-only run
     clients: int
     envs_per_client: int
     pools: int
     seed: int
+    env_spec: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -107,16 +108,16 @@ def build_plan(
         **common, host=HOST, port=free_port(HOST), metrics_port=0, token_file=control_token, insecure=False
     )
     learner = LearnerSettings(
-        **_layers(tuned.get("learner"), _saved(saved, "learner"), frozenset({"env"})),
+        **_layers(tuned.get("learner"), _saved(saved, "learner"), frozenset({"env", "env_spec"})),
         **common,
-        env=top.env,
+        **_spaces(top),
         seed=top.seed,
         weights_address=f"{HOST}:{weights_port}",
         checkpoint_dir=checkpoint_dir,
         metrics_port=free_port(HOST),
     )
     model: dict[str, Any] = {
-        "env": top.env,
+        **_spaces(top),
         "model": learner.model,
         "hidden_size": learner.hidden_size,
         "use_lstm": learner.use_lstm,
@@ -154,6 +155,13 @@ def build_plan(
     return Plan(run, redis_url, weights, control, learner, pools, clients)
 
 
+def _spaces(top: Topology) -> dict[str, Any]:
+    """The model settings that fix the spaces: ``env``, ``env_spec``, or both (a spec-only run leaves
+    ``env`` unset, so it is not checked against the spec)."""
+    out: dict[str, Any] = {"env": top.env} if top.env else {}
+    return out if top.env_spec is None else {**out, "env_spec": top.env_spec}
+
+
 def _layers(
     tuned: Mapping[str, Any] | None, saved: Mapping[str, Any], derived: frozenset[str] = _DERIVED
 ) -> dict[str, Any]:
@@ -182,6 +190,8 @@ def settings_flags(settings: BaseSettings) -> list[str]:
         flag = "--" + name.replace("_", "-")
         if value is None or isinstance(value, SecretStr) or name.endswith("token"):
             continue
+        if name == "env" and name not in settings.model_fields_set:
+            continue  # an env spec alone declares the spaces; the default id would be checked against it
         if isinstance(value, bool):
             flags.append(flag if value else "--no-" + name.replace("_", "-"))
         else:

@@ -54,7 +54,7 @@ class Session:
         self.stop_event = threading.Event()
         self.reason = ""
         self.started = time.monotonic()
-        self.title = f"impala local · {resolved.env} · {self.run_dir.name}"
+        self.title = f"impala local · {resolved.env or resolved.options.env_spec} · {self.run_dir.name}"
         self.plan: Plan | None = None
         self.tokens = ("", "")
         self._pids: dict[str, int] = {}
@@ -129,14 +129,18 @@ class Session:
             self.resolved.envs_per_client,
             self.options.pools,
             self.options.seed,
+            env_spec=self.resolved.options.env_spec,
         )
+        tuned = tuned_for(self.resolved.env)
+        model = {"use_lstm": self.options.use_lstm, "hidden_size": self.options.hidden_size}
+        tuned["learner"].update({k: v for k, v in model.items() if v is not None})  # the CLI's wins
         plan = build_plan(
             top,
             run=run_name(self.run_dir),
             redis_url=server.url,
             checkpoint_dir=(self.run_dir / "checkpoints").resolve(),
             token_files=token_files,
-            tuned=tuned_for(self.resolved.env),
+            tuned=tuned,
             saved=self.resolved.saved,
         )
         services = plan.services()
@@ -192,7 +196,8 @@ class Session:
         self.note(
             f"impala local: run [bold]{plan.run}[/bold] in {self.run_dir}\n"
             f"  ingress  {', '.join(plan.ingress)}  token {self.tokens[0]}\n"
-            f"  dial in: impala env --address {plan.ingress[0]} --token {self.tokens[0]} --env {self.resolved.env}\n"
+            f"  dial in: impala env --address {plan.ingress[0]} --token {self.tokens[0]} "
+            f"--env {self.resolved.env or '<your env>'}\n"
             f"  control  {plan.control_url}  (token in {self.run_dir / 'endpoints.json'})"
         )
 
