@@ -105,17 +105,28 @@ class StreamRollouts:
         return payloads
 
     def close(self, last_values: npt.NDArray[np.float32]) -> list[bytes]:
-        """The stream ended: truncate every slot at its last observation and ship what is there."""
+        """The stream ended: truncate every slot at its last observation and ship what is there.
+
+        Every episode the stream was in counts as ended here, once. When the last Step completed a
+        rollout (L = 0: its chain already bootstraps from V(obs[T]), the last observation, as a truncation
+        does) the slots in an episode ship an empty rollout (length 0, all padding) that carries it.
+        """
         L = self.t
+        slots: list[int] | None = None  # all
         if L == 0:
-            return []
-        last = L - 1
-        open_slots = ~(self.terminated[last] | self.truncated[last])
-        self.truncated[last] |= open_slots
-        self.bootstrap[last] = np.where(open_slots, last_values, self.bootstrap[last])
-        for i in np.flatnonzero(open_slots & (self.ep_length > 0)):  # the disconnect ended these episodes
-            self.episodes[i].append((float(self.ep_return[i]), int(self.ep_length[i])))
-        self.obs[L + 1 :] = 0
+            slots = np.flatnonzero(self.ep_length > 0).tolist()
+            if not slots:
+                return []
+            for i in slots:
+                self.episodes[i].append((float(self.ep_return[i]), int(self.ep_length[i])))
+        else:
+            last = L - 1
+            open_slots = ~(self.terminated[last] | self.truncated[last])
+            self.truncated[last] |= open_slots
+            self.bootstrap[last] = np.where(open_slots, last_values, self.bootstrap[last])
+            for i in np.flatnonzero(open_slots & (self.ep_length > 0)):  # the disconnect ended these episodes
+                self.episodes[i].append((float(self.ep_return[i]), int(self.ep_length[i])))
+        self.obs[L + 1 if L else 0 :] = 0
         for buf in (
             self.action,
             self.logits,
@@ -127,7 +138,7 @@ class StreamRollouts:
             self.versions,
         ):
             buf[L:] = 0
-        return self._ship(L)
+        return self._ship(L, slots)
 
     def _add_step(self, reward: npt.NDArray[np.float32]) -> None:
         self.ep_return += reward
@@ -142,10 +153,11 @@ class StreamRollouts:
         self.ep_return[ended] = 0.0
         self.ep_length[ended] = 0
 
-    def _ship(self, length: int) -> list[bytes]:
+    def _ship(self, length: int, slots: list[int] | None = None) -> list[bytes]:
+        """Serialize the rollouts of ``slots`` (default: all), each carrying its slot's ended episodes."""
         mask = np.arange(self.T) < length
         payloads = []
-        for i in range(self.E):
+        for i in range(self.E) if slots is None else slots:
             record = RolloutRecord(
                 observation=self.obs[:, i],
                 action=self.action[:, i],

@@ -45,10 +45,13 @@ class Column:
 
 @dataclass
 class Refused:
-    """An entry that cannot be learned from: ``reason`` is ``corrupt`` or ``stale``."""
+    """An entry that cannot be learned from: ``reason`` is ``corrupt`` or ``stale``. A stale rollout's
+    episodes still happened: they are counted, though its steps are not learned from."""
 
     reason: str
     error: str = ""
+    episode_returns: list[float] = field(default_factory=list)
+    episode_lengths: list[int] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -123,7 +126,7 @@ class BatchDecoder:
         for result in results:
             assert result is not None  # every index was decided above
             if isinstance(result, Column) and is_stale(result.policy_version):
-                result = Refused("stale")
+                result = Refused("stale", "", result.episode_returns, result.episode_lengths)
             done.append(result)
         return done
 
