@@ -26,7 +26,7 @@ from impala.buffer.producer import RolloutProducer
 from impala.core import distributions, tensors
 from impala.core.batch import collate
 from impala.core.env_spec import ActionSpace
-from impala.core.learn import LearnConfig, learn_step, make_learner_state
+from impala.core.learn import LearnConfig, episode_starts, learn_step, make_learner_state
 from impala.core.models import ModelSpec, build_model, spec_from_settings
 from impala.core.redis_keys import RunKeys
 from impala.core.redis_server import RedisServer
@@ -61,9 +61,19 @@ def no_gymnasium_envs(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @asynccontextmanager
-async def spec_pool(spec_file: Path, redis_url: str) -> AsyncIterator[tuple[ActorPool, ModelSpec, PolicyHolder]]:
+async def spec_pool(
+    spec_file: Path, redis_url: str, *, use_lstm: bool = False
+) -> AsyncIterator[tuple[ActorPool, ModelSpec, PolicyHolder]]:
     settings = ActorPoolSettings(
-        host="127.0.0.1", port=0, insecure=True, unroll_length=T, env_spec=spec_file, run=RUN, redis_url=redis_url
+        host="127.0.0.1",
+        port=0,
+        insecure=True,
+        unroll_length=T,
+        env_spec=spec_file,
+        run=RUN,
+        redis_url=redis_url,
+        use_lstm=use_lstm,
+        hidden_size=8,
     )
     spec = spec_from_settings(settings)
     torch.manual_seed(0)
@@ -97,10 +107,15 @@ def hello(space: ActionSpace, **overrides: Any) -> actorpool_pb2.EnvMessage:
     return actorpool_pb2.EnvMessage(hello=msg)
 
 
-def step(obs: np.ndarray, reward: float) -> actorpool_pb2.EnvMessage:
+def step(obs: np.ndarray, reward: float, terminated: list[bool]) -> actorpool_pb2.EnvMessage:
     no = [False] * E
-    msg = actorpool_pb2.Step(observation=tensors.encode(obs), reward=[reward] * E, terminated=no, truncated=no)
+    msg = actorpool_pb2.Step(observation=tensors.encode(obs), reward=[reward] * E, terminated=terminated, truncated=no)
     return actorpool_pb2.EnvMessage(step=msg)
+
+
+def ends(t: int) -> list[bool]:
+    """Episodes end at a rollout boundary (env 0, the Step completing transition T-1) and inside one (env 1)."""
+    return [t == T, t == 2] + [False] * (E - 2)
 
 
 async def play(port: int, space: ActionSpace, steps: int) -> list[np.ndarray]:
@@ -112,7 +127,7 @@ async def play(port: int, space: ActionSpace, steps: int) -> list[np.ndarray]:
         await call.write(hello(space))
         assert (await call.read()).WhichOneof("kind") == "welcome"
         for t in range(steps):
-            await call.write(step(rng.normal(size=(E, OBS)).astype(np.float32), float(t > 0)))
+            await call.write(step(rng.normal(size=(E, OBS)).astype(np.float32), float(t > 0), ends(t)))
             reply = await call.read()
             received.append(np.array(tensors.decode(reply.actions.actions)))
         await call.done_writing()
@@ -143,18 +158,25 @@ def reference_log_prob(space: ActionSpace, params: torch.Tensor, action: torch.T
     return normal.log_prob(action.reshape(*action.shape[:-1], -1)).sum(-1)
 
 
-@pytest.mark.parametrize("kind", list(SPACES))
+@pytest.mark.parametrize(("kind", "use_lstm"), [(kind, False) for kind in SPACES] + [("box", True)])
 async def test_action_space_end_to_end(
-    kind: str, tmp_path: Path, redis_server: RedisServer, no_gymnasium_envs: None
+    kind: str, use_lstm: bool, tmp_path: Path, redis_server: RedisServer, no_gymnasium_envs: None
 ) -> None:
     space = ActionSpace.from_dict(SPACES[kind])
     spec_file = write_spec(tmp_path, SPACES[kind], ".yaml" if kind == "box" else ".json")
     steps = T + 3  # one full rollout per env, then a partial one when the stream closes
-    async with spec_pool(spec_file, redis_server.url) as (pool, spec, policy):
+    async with spec_pool(spec_file, redis_server.url, use_lstm=use_lstm) as (pool, spec, policy):
         assert spec.actions == space
         received = await play(pool.port, space, steps)
     records = sorted(stored_records(redis_server.url, spec), key=lambda r: (r.length != T, r.env_index))
     assert len(records) == 2 * E and [r.length for r in records] == [T] * E + [steps - 1 - T] * E
+    assert (
+        (records[1].terminated[1] and records[E].initial_core_state == ())
+        or not use_lstm
+        or (
+            not any(s.any() for s in records[E].initial_core_state)  # env 0's episode restarted at obs[T]
+        )
+    )
 
     # The wire: one action per env of the space's shape and dtype, within the space.
     for actions in received:
@@ -179,14 +201,18 @@ async def test_action_space_end_to_end(
         np.testing.assert_allclose(r.behaviour_log_prob[:L], want.numpy(), rtol=1e-5, atol=1e-5)
         assert not r.behaviour_log_prob[L:].any()
 
-    # The learner: same weights, so log π − log μ = 0 on every valid step; one step gives finite losses.
+    # The learner: same weights, so log π − log μ = 0 on every valid step (for an LSTM: unrolled from each
+    # rollout's initial state, reset where episodes start); one step gives finite losses.
     config = LearnConfig(unroll_length=T, batch_size=len(records), learning_rate=1e-3, total_steps=10_000)
     state = make_learner_state(spec, config)
     state.model.load_state_dict(policy.model.state_dict())
     batch = collate(records, "cpu")
     with torch.no_grad():
-        out = state.model(batch.observation[:-1], torch.zeros(T, len(records), dtype=torch.bool))
-    target = distributions.log_prob(space, out.logits, batch.action)
+        out = state.model(batch.observation, episode_starts(batch), batch.initial_core_state)
+    np.testing.assert_allclose(
+        (out.logits[:-1] * batch.mask[..., None]).numpy(), batch.behaviour_logits.numpy(), rtol=1e-4, atol=1e-4
+    )
+    target = distributions.log_prob(space, out.logits[:-1], batch.action)
     np.testing.assert_allclose(
         (target * batch.mask).numpy(), (batch.behaviour_log_prob * batch.mask).numpy(), rtol=1e-4, atol=1e-4
     )
