@@ -124,8 +124,8 @@ class StreamRollouts:
             open_slots = ~(self.terminated[last] | self.truncated[last])
             self.truncated[last] |= open_slots
             self.bootstrap[last] = np.where(open_slots, last_values, self.bootstrap[last])
-            for i in np.flatnonzero(open_slots & (self.ep_length > 0)):  # the disconnect ended these episodes
-                self.episodes[i].append((float(self.ep_return[i]), int(self.ep_length[i])))
+            for j in np.flatnonzero(open_slots & (self.ep_length > 0)):  # the disconnect ended these episodes
+                self.episodes[j].append((float(self.ep_return[j]), int(self.ep_length[j])))
         self.obs[L + 1 if L else 0 :] = 0
         for buf in (
             self.action,

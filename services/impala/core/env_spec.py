@@ -282,27 +282,38 @@ def spec_of_env(env_id: str) -> EnvSpec:
 
 
 def from_spaces(observation_space: Any, action_space: Any, *, name: str = "the env") -> EnvSpec:
-    """The spec of Gymnasium spaces (``Box`` observations; Discrete, MultiDiscrete or Box actions)."""
+    """The spec of Gymnasium spaces (``Box`` observations; Discrete, MultiDiscrete or Box actions). A
+    discrete space's ``start`` is not part of the spec (actions are 0-based on the wire): whoever steps
+    the env adds ``action_offset``."""
     import gymnasium as gym
 
     if not isinstance(observation_space, gym.spaces.Box):
         raise EnvSpecError(f"{name}: needs a Box observation space, got {observation_space}")
     dtype = np.dtype(observation_space.dtype).name
-    shape = tuple(int(d) for d in observation_space.shape)
-    space = action_space
+    return EnvSpec(tuple(int(d) for d in observation_space.shape), dtype, action_space_of(action_space, name=name))
+
+
+def action_space_of(space: Any, *, name: str = "the env") -> ActionSpace:
+    """The ``ActionSpace`` of a Gymnasium action space (or an ``ActionSpace``, returned as it is)."""
+    import gymnasium as gym
+
+    if isinstance(space, ActionSpace):
+        return space
     if isinstance(space, gym.spaces.Discrete):
-        if int(space.start) != 0:
-            raise EnvSpecError(f"{name}: Discrete actions must start at 0, got start={space.start}")
-        action = ActionSpace.discrete(int(space.n))
-    elif isinstance(space, gym.spaces.MultiDiscrete):
-        if space.nvec.ndim != 1 or np.any(space.start != 0):
-            raise EnvSpecError(f"{name}: MultiDiscrete actions must be 1-D and start at 0, got {space}")
-        action = ActionSpace.multi_discrete([int(v) for v in space.nvec])
-    elif isinstance(space, gym.spaces.Box):
-        action = ActionSpace.box(space.shape, space.low, space.high)
-    else:
-        raise EnvSpecError(f"{name}: action space {space} is not Discrete, MultiDiscrete or Box")
-    return EnvSpec(shape, dtype, action)
+        return ActionSpace.discrete(int(space.n))
+    if isinstance(space, gym.spaces.MultiDiscrete):
+        if space.nvec.ndim != 1:
+            raise EnvSpecError(f"{name}: MultiDiscrete actions must be 1-D, got nvec of shape {space.nvec.shape}")
+        return ActionSpace.multi_discrete([int(v) for v in space.nvec])
+    if isinstance(space, gym.spaces.Box):
+        return ActionSpace.box(space.shape, space.low, space.high)
+    raise EnvSpecError(f"{name}: action space {space} is not Discrete, MultiDiscrete or Box")
+
+
+def action_offset(space: Any) -> Any:
+    """What to add to a 0-based wire action for a Gymnasium space with a ``start`` (0 otherwise)."""
+    start = getattr(space, "start", 0)
+    return start if np.any(start != 0) else 0
 
 
 def _list(value: Any, name: str) -> list[Any]:
