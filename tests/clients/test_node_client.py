@@ -18,10 +18,11 @@ from impala.actorpool.server import build_actorpool
 from impala.actorpool.settings import ActorPoolSettings
 from impala.actorpool.sinks import MemorySink
 from impala.core.models import build_model, spec_from_settings
-from impala.tools.tasks import LENGTH, SPEC
 from tests.actorpool.harness import decoded
 
 CLIENT = Path(__file__).parents[2] / "clients" / "node"
+LENGTH = 20  # the JavaScript client's episodes (memory_client.js)
+SPEC = {"observation": {"shape": [1], "dtype": "float32"}, "action": {"type": "discrete", "n": 2}}
 TOKEN = "node-client-token"
 
 pytestmark = pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed")

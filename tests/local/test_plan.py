@@ -12,6 +12,7 @@ from pydantic_settings import BaseSettings
 from typer.testing import CliRunner
 
 from impala.core.cli_options import settings_command
+from impala.core.learn import LearnConfig
 from impala.core.presets import preset
 from impala.local.plan import (
     Plan,
@@ -20,7 +21,6 @@ from impala.local.plan import (
     child_environment,
     default_envs_per_client,
     service_argv,
-    tuned_for,
 )
 
 
@@ -34,7 +34,6 @@ def _plan(tmp_path: Path, saved: dict[str, dict[str, Any]] | None = None) -> Pla
         redis_url="redis://127.0.0.1:1/0",
         checkpoint_dir=tmp_path / "ckpt",
         token_files=files,
-        tuned=tuned_for("CartPole-v1"),
         saved=saved,
     )
 
@@ -42,7 +41,7 @@ def _plan(tmp_path: Path, saved: dict[str, dict[str, Any]] | None = None) -> Pla
 def test_services_agree_on_model_ports_and_tokens(tmp_path: Path) -> None:
     plan = _plan(tmp_path)
     learner = plan.learner
-    assert learner.unroll_length == preset("CartPole-v1").learn["unroll_length"]
+    assert learner.unroll_length == LearnConfig.for_env("CartPole-v1").unroll_length
     ports = [plan.weights.port, plan.control.port, *(p.port for p in plan.pools)]
     assert len(set(ports)) == len(ports)
     for pool in plan.pools:

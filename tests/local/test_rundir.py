@@ -33,7 +33,7 @@ def test_config_masks_every_token(tmp_path: Path) -> None:
         redis_url="redis://127.0.0.1:1/0",
         checkpoint_dir=tmp_path / "ckpt",
         token_files=files,
-        tuned={"learner": {"batch_size": 4}},
+        overrides={"learner": {"batch_size": 4}},
     )
     path = tmp_path / "config.json"
     write_config(path, {"env": "CartPole-v1"}, plan.services())

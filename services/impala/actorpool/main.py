@@ -20,6 +20,7 @@ from impala.core.checkpoints import load_policy_weights
 from impala.core.device import resolve_device
 from impala.core.models import build_model, fingerprint, spec_from_settings
 from impala.core.redis_keys import RunKeys
+from impala.core.settings import with_presets
 from impala.core.state_codec import decode_state
 from impala.weights.subscriber import WeightSubscriber
 
@@ -34,6 +35,7 @@ async def decoded_updates(subscriber: WeightSubscriber) -> AsyncIterator[tuple[i
 
 async def serve(settings: ActorPoolSettings) -> None:
     torch.set_num_threads(1)  # the batched forward is small; one thread leaves the other core to gRPC
+    settings = with_presets(settings)  # the learner resolves the same way: same model, same T
     spec = spec_from_settings(settings)
     model = build_model(spec)
     version = 0

@@ -16,7 +16,7 @@ class ActorPoolSettings(TokenSettings, ModelSettings):
     host: str = Field("0.0.0.0", description="Address to listen on.")
     port: int = Field(50051, ge=0, le=65535, description="gRPC port for env clients (0 = any free port).")
     pool_id: str = Field("", description="Replica id stamped on rollouts and status; default: hostname-pid.")
-    unroll_length: int = Field(80, ge=1, le=10_000, description="T, steps per rollout.")
+    unroll_length: int = Field(10, ge=1, le=10_000, description="T, steps per rollout.")
     max_batch_size: int = Field(1024, ge=1, le=65_536, description="Most env observations in one inference pass.")
     batch_timeout_s: float = Field(
         0.001,

@@ -13,7 +13,7 @@ import time
 from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import gymnasium as gym
@@ -24,8 +24,9 @@ from impala.core.batch import Batch, collate
 from impala.core.envs import make_env
 from impala.core.learn import LearnConfig, LearnerState, learn_step, make_learner_state
 from impala.core.models import Policy, spec_for_env
-from impala.core.presets import preset
+from impala.core.presets import preset, resolve
 from impala.core.rollouts import RolloutRecord
+from impala.core.settings import ModelSettings
 
 log = logging.getLogger(__name__)
 
@@ -60,17 +61,20 @@ def train_inprocess(
 ) -> TrainResult:
     """Train on ``env_id`` until the last 100 episodes average ``target_return`` or ``max_env_steps`` pass.
 
-    ``None`` arguments and ``LearnConfig`` fields not in ``overrides`` come from ``impala.core.presets``.
+    ``None`` arguments and ``LearnConfig`` fields not in ``overrides`` come from the one resolver
+    (``impala.core.presets.resolve``: the env's preset, else the defaults), as in every other entry point.
     ``torch_threads`` is set for the run and restored after: small models run fastest on one thread, and
     on a busy 2-core machine two contending intra-op threads made a short run 17x slower (2.8 s vs 49 s).
     """
-    chosen = preset(env_id)
-    config = LearnConfig(**{**chosen.learn, **overrides})
-    num_envs = num_envs or chosen.num_envs
-    use_lstm = chosen.use_lstm if use_lstm is None else use_lstm
+    given = {**overrides, "model": model, "hidden_size": hidden_size, "use_lstm": use_lstm}
+    given = {name: value for name, value in given.items() if value is not None}
+    model_defaults = {name: ModelSettings.model_fields[name].default for name in ("model", "hidden_size", "use_lstm")}
+    effective = resolve(env_id, given, {**asdict(LearnConfig()), **model_defaults})
+    config = LearnConfig(**{f.name: effective[f.name] for f in fields(LearnConfig)})
+    num_envs = num_envs or preset(env_id).num_envs
     with _torch_threads(torch_threads):
         torch.manual_seed(seed)
-        spec = spec_for_env(env_id, model or chosen.model, hidden_size or chosen.hidden_size, use_lstm)
+        spec = spec_for_env(env_id, effective["model"], effective["hidden_size"], effective["use_lstm"])
         state = make_learner_state(spec, config, device)
         envs = gym.vector.SyncVectorEnv(
             [lambda: make_env(env_id) for _ in range(num_envs)], autoreset_mode=gym.vector.AutoresetMode.SAME_STEP

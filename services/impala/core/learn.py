@@ -1,4 +1,4 @@
-"""One IMPALA learning step as a function: forward over T+1 steps, V-trace, three losses, RMSprop.
+"""One IMPALA learning step as a function: forward over T+1 steps, V-trace, three losses, one optimizer step.
 
 ``learn_step`` has no I/O: the learner loop (Redis, weights, checkpoints, signals) and the in-process
 trainer both call it. Termination and truncation enter through the per-step discounts and the reward
@@ -10,7 +10,8 @@ trainer both call it. Termination and truncation enter through the per-step disc
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 import torch
@@ -20,32 +21,49 @@ from impala.core import distributions, vtrace
 from impala.core.batch import Batch
 from impala.core.losses import baseline_loss, entropy_loss, policy_gradient_loss
 from impala.core.models import ModelSpec, Policy, build_model
+from impala.core.presets import resolve
 
 
 @dataclass(frozen=True)
 class LearnConfig:
-    """Hyperparameters; names equal the fields of ``impala.learner.settings.LearnerSettings``.
+    """Hyperparameters; names and defaults equal the fields of ``impala.learner.settings.LearnerSettings``.
 
-    Defaults are torchbeast's (for sum-reduced losses, see ``impala.core.losses``);
-    ``impala.core.presets`` overrides them per environment.
+    Defaults learn small control tasks without tuning (ADR 0016): Adam, losses averaged over the valid
+    steps, entropy 0.01, grad-norm clip 0.5. ``impala.core.presets.resolve`` fills a run's config from
+    them and the env's preset (torchbeast's RMSprop configuration for ``ALE/*``).
     """
 
-    unroll_length: int = 80  # T
+    unroll_length: int = 10  # T
     batch_size: int = 8  # B
-    learning_rate: float = 4.8e-4
+    learning_rate: float = 1e-3
     total_steps: int = 50_000_000  # env steps over which the learning rate decays linearly to 0
     discounting: float = 0.99  # γ
     baseline_cost: float = 0.5
-    entropy_cost: float = 0.0006
+    entropy_cost: float = 0.01
     reward_clipping: str = "abs_one"  # "abs_one" | "none"
-    grad_norm_clipping: float = 40.0
+    grad_norm_clipping: float = 0.5
     rmsprop_alpha: float = 0.99
     rmsprop_epsilon: float = 0.01
     rmsprop_momentum: float = 0.0
+    optimizer: str = "adam"  # "adam" | "rmsprop"
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    adam_epsilon: float = 1e-5
+    loss_reduction: str = "mean"  # "mean" | "sum" over the valid steps of the batch
+    normalize_advantages: bool = False
 
     def __post_init__(self) -> None:
         if self.reward_clipping not in ("abs_one", "none"):
             raise ValueError(f"reward_clipping must be 'abs_one' or 'none', got {self.reward_clipping!r}")
+        if self.optimizer not in ("adam", "rmsprop"):
+            raise ValueError(f"optimizer must be 'adam' or 'rmsprop', got {self.optimizer!r}")
+        if self.loss_reduction not in ("sum", "mean"):
+            raise ValueError(f"loss_reduction must be 'sum' or 'mean', got {self.loss_reduction!r}")
+
+    @classmethod
+    def for_env(cls, env_id: str, overrides: Mapping[str, Any] | None = None) -> LearnConfig:
+        """The resolved config of ``env_id`` (``impala.core.presets.resolve``) with ``overrides`` on top."""
+        return cls(**resolve(env_id, overrides or {}, asdict(cls())))
 
     @classmethod
     def from_settings(cls, settings: Any) -> LearnConfig:
@@ -71,7 +89,7 @@ class LearnerState:
     """Everything a learner checkpoints: model, optimizer, scheduler and counters."""
 
     model: Policy
-    optimizer: torch.optim.RMSprop
+    optimizer: torch.optim.Optimizer
     scheduler: LinearDecay
     env_steps: int = 0  # valid env steps learned from (padding excluded)
     learner_steps: int = 0  # optimizer steps taken
@@ -94,15 +112,24 @@ class LearnerState:
 
 
 def make_learner_state(spec: ModelSpec, config: LearnConfig, device: torch.device | str = "cpu") -> LearnerState:
-    """A fresh model on ``device`` with its RMSprop optimizer and linear learning-rate decay."""
+    """A fresh model on ``device`` with its optimizer (``config.optimizer``) and linear learning-rate decay."""
     model = build_model(spec).to(device)
-    optimizer = torch.optim.RMSprop(
-        model.parameters(),
-        lr=config.learning_rate,
-        alpha=config.rmsprop_alpha,
-        eps=config.rmsprop_epsilon,
-        momentum=config.rmsprop_momentum,
-    )
+    optimizer: torch.optim.Optimizer
+    if config.optimizer == "adam":
+        optimizer = torch.optim.Adam(
+            model.parameters(),
+            lr=config.learning_rate,
+            betas=(config.adam_beta1, config.adam_beta2),
+            eps=config.adam_epsilon,
+        )
+    else:
+        optimizer = torch.optim.RMSprop(
+            model.parameters(),
+            lr=config.learning_rate,
+            alpha=config.rmsprop_alpha,
+            eps=config.rmsprop_epsilon,
+            momentum=config.rmsprop_momentum,
+        )
     return LearnerState(model, optimizer, LinearDecay(optimizer, config.total_steps))
 
 
@@ -137,9 +164,14 @@ def learn_step(state: LearnerState, batch: Batch, config: LearnConfig) -> dict[s
     targets = vtrace.from_importance_weights(
         target_log_prob.detach() - batch.behaviour_log_prob, discounts, rewards, values, out.baseline[-1]
     )
-    pg = policy_gradient_loss(target_log_prob, targets.pg_advantages, batch.mask)
-    baseline = config.baseline_cost * baseline_loss(values, targets.vs, batch.mask)
-    entropy = config.entropy_cost * entropy_loss(distributions.entropy(space, logits), batch.mask)
+    advantages = targets.pg_advantages
+    if config.normalize_advantages:
+        advantages = _normalized(advantages, batch.mask)
+    # "mean" divides every sum by the batch's valid steps: padding still weighs nothing.
+    scale = 1.0 / batch.mask.sum().clamp(min=1) if config.loss_reduction == "mean" else 1.0
+    pg = scale * policy_gradient_loss(target_log_prob, advantages, batch.mask)
+    baseline = scale * config.baseline_cost * baseline_loss(values, targets.vs, batch.mask)
+    entropy = scale * config.entropy_cost * entropy_loss(distributions.entropy(space, logits), batch.mask)
     total = pg + baseline + entropy
 
     state.optimizer.zero_grad(set_to_none=True)
@@ -159,3 +191,11 @@ def learn_step(state: LearnerState, batch: Batch, config: LearnConfig) -> dict[s
     if batch.episode_returns:
         stats["episode_return_mean"] = sum(batch.episode_returns) / len(batch.episode_returns)
     return stats
+
+
+def _normalized(x: Tensor, mask: Tensor) -> Tensor:
+    """``x`` shifted and scaled to mean 0, std 1 over the valid steps (padding left as is)."""
+    valid = x[mask]
+    if valid.numel() < 2:
+        return x
+    return (x - valid.mean()) / (valid.std() + 1e-8)

@@ -115,20 +115,32 @@ def fingerprint(model: Policy) -> str:
 
 
 class Policy(nn.Module):
-    """Torso → (LSTM) → policy logits and baseline."""
+    """Torso → (LSTM) → policy logits; baseline from the same features (images) or its own torso (vectors).
+
+    Vector observations get a separate critic (as CleanRL's PPO for classic control): a second MLP torso
+    whose features, with the LSTM output detached when there is one, feed the baseline head. A shared
+    tanh torso lets the value regression saturate the features the policy reads (ADR 0016: on a
+    contextual bandit the policy gradient reaching the torso fell 10,000-fold within 200 updates and
+    the policy stayed at chance). Image models keep the shared torso of the IMPALA paper.
+    """
 
     def __init__(self, spec: ModelSpec) -> None:
         super().__init__()
         self.spec = spec
         self.torso, features = _torso(spec)
         self.core = nn.LSTM(features, spec.hidden_size) if spec.use_lstm else None
-        features = spec.hidden_size if spec.use_lstm else features
+        core_features = spec.hidden_size if spec.use_lstm else features
+        self.critic: nn.Module | None = None
+        baseline_features = core_features
+        if spec.kind == "mlp":
+            self.critic, critic_features = _torso(spec)
+            baseline_features = critic_features + (spec.hidden_size if spec.use_lstm else 0)
         self.action_space = space = spec.actions
         gaussian = space.type == "box"
         # The Gaussian's head outputs the mean; its log-std is a learned state-independent vector.
-        self.policy = nn.Linear(features, space.param_size // 2 if gaussian else space.param_size)
+        self.policy = nn.Linear(core_features, space.param_size // 2 if gaussian else space.param_size)
         self.log_std = nn.Parameter(torch.zeros(space.param_size // 2)) if gaussian else None
-        self.baseline = nn.Linear(features, 1)
+        self.baseline = nn.Linear(baseline_features, 1)
         # Near-uniform initial policy: small logits keep early exploration high (as in CleanRL's PPO).
         nn.init.orthogonal_(self.policy.weight, gain=0.01)
         nn.init.zeros_(self.policy.bias)
@@ -144,9 +156,9 @@ class Policy(nn.Module):
 
         An empty ``core_state`` means the zero state (``initial_state``)."""
         T, B = obs.shape[:2]
-        x = obs.flatten(0, 1)
-        x = x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
-        x = self.torso(x).view(T, B, -1)
+        flat = obs.flatten(0, 1)
+        flat = flat.float() / 255.0 if flat.dtype == torch.uint8 else flat.float()
+        x = self.torso(flat).view(T, B, -1)
         if self.core is not None:
             x, core_state = self._unroll(x, done, core_state or self.initial_state(B, x.device))
         logits = self.policy(x)
@@ -154,7 +166,12 @@ class Policy(nn.Module):
             # Bounded so that neither exp(log_std) nor its inverse overflows: std in [e^-5, e^2].
             log_std = self.log_std.clamp(LOG_STD_MIN, LOG_STD_MAX).expand_as(logits)
             logits = torch.cat([logits, log_std], -1)
-        return PolicyOutput(logits, self.baseline(x).squeeze(-1), core_state)
+        critic_x = x
+        if self.critic is not None:
+            critic_x = self.critic(flat).view(T, B, -1)
+            if self.core is not None:  # the critic reads the memory but does not train it
+                critic_x = torch.cat([critic_x, x.detach()], dim=-1)
+        return PolicyOutput(logits, self.baseline(critic_x).squeeze(-1), core_state)
 
     def _unroll(self, x: Tensor, done: Tensor, core_state: State) -> tuple[Tensor, State]:
         assert self.core is not None

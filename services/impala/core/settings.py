@@ -6,12 +6,19 @@ Field names are the Helm chart's ``config`` keys of that service (tests/chart ch
 
 from __future__ import annotations
 
+import logging
+import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar, Self, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from impala.core.presets import resolve, sources
+
+log = logging.getLogger(__name__)
 
 
 class ServiceSettings(BaseSettings):
@@ -130,7 +137,43 @@ class ModelSettings(BaseSettings):
     @model_validator(mode="after")
     def _env_spec_agrees(self) -> Self:
         if self.env_spec is not None:
-            from impala.core.env_spec import resolve  # torch-free; gymnasium only when env is set too
+            from impala.core.env_spec import resolve as resolve_spec  # gymnasium only when env is set too
 
-            resolve(self.env_id(), self.env_spec)  # EnvSpecError is a ValueError: a validation error
+            resolve_spec(self.env_id(), self.env_spec)  # EnvSpecError is a ValueError: a validation error
         return self
+
+
+S = TypeVar("S", bound=BaseSettings)
+
+
+def explicit_fields(settings: BaseSettings, environ: Mapping[str, str] | None = None) -> set[str]:
+    """Fields given as arguments (CLI flags end up here) or as ``IMPALA_*`` environment variables."""
+    environ = os.environ if environ is None else environ
+    prefix = str(settings.model_config.get("env_prefix", "")).upper()
+    from_env = {key.upper() for key in environ}
+    return set(settings.model_fields_set) | {
+        name for name in type(settings).model_fields if f"{prefix}{name.upper()}" in from_env
+    }
+
+
+def with_presets(settings: S, environ: Mapping[str, str] | None = None) -> S:
+    """``settings`` with every field the user left unset taken from the env's preset (``core.presets``).
+
+    Applies to any settings class with an ``env`` field: the learner, the pools and ``impala local``'s
+    plan all go through here, so one env trains the same way from every entry point.
+    """
+    env_id = getattr(settings, "env_id", None)
+    # A spec-only run names no env: no preset applies (its default id is not the run's env).
+    env = (env_id() or "") if callable(env_id) else getattr(settings, "env", None)
+    if not isinstance(env, str):
+        return settings
+    explicit = explicit_fields(settings, environ)
+    fields = type(settings).model_fields
+    given = {name: getattr(settings, name) for name in explicit if name in fields}
+    defaults = {name: getattr(settings, name) for name in fields}
+    effective = resolve(env, given, defaults)
+    update = {name: value for name, value in effective.items() if value != defaults[name]}
+    if update:
+        origin = sources(env, given, update)
+        log.info("env preset applied", extra={"env": env, "fields": update, "sources": origin})
+    return settings.model_copy(update=update)

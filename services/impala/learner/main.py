@@ -23,9 +23,9 @@ from impala.core.device import resolve_device
 from impala.core.learn import LearnConfig, LearnerState, make_learner_state
 from impala.core.models import ModelSpec, Policy, fingerprint, spec_from_settings
 from impala.core.redis_keys import RunKeys
+from impala.core.settings import with_presets
 from impala.core.state_codec import encode_state
 from impala.learner.checkpointing import Checkpointer
-from impala.learner.config import learn_config
 from impala.learner.control import ControlPlane
 from impala.learner.decode_process import DecodeConfig, DecodeProcess
 from impala.learner.loop import TrainingLoop
@@ -125,8 +125,9 @@ def build_prefetcher(
 
 def build_learner(settings: LearnerSettings, *, registry: CollectorRegistry) -> Learner:
     """Every part of a learner from its settings; resumes the latest checkpoint in ``checkpoint_dir``."""
+    settings = with_presets(settings)  # the one resolver: model fields and hyperparameters alike
     device = resolve_device(settings.device)
-    config = learn_config(settings)
+    config = LearnConfig.from_settings(settings)
     spec = spec_from_settings(settings)
     state = build_state(spec, config, settings, device)
     checkpointer = Checkpointer(

@@ -1,9 +1,10 @@
-"""Settings of the learner (`impala learner`). Hyperparameter defaults are torchbeast's; per-env
-presets (impala.core.presets) override them where they are wrong (CartPole)."""
+"""Settings of the learner (`impala learner`). Hyperparameter defaults learn small control tasks (ADR 0016);
+per-env presets (impala.core.presets: torchbeast's configuration for ALE/*) fill what a user leaves unset."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 
@@ -18,17 +19,27 @@ class LearnerSettings(ServiceSettings, ModelSettings):
     model_config = ServiceSettings.model_config
 
     consumer: str = Field("", description="Consumer name in the learners group; default: hostname.")
-    unroll_length: int = Field(80, ge=1, le=10_000, description="T, steps per rollout (must match the pools).")
+    unroll_length: int = Field(10, ge=1, le=10_000, description="T, steps per rollout (must match the pools).")
     batch_size: int = Field(8, ge=1, le=4096, description="B, rollouts per update.")
-    learning_rate: float = Field(4.8e-4, gt=0, description="RMSprop learning rate (sum-reduced losses).")
+    learning_rate: float = Field(1e-3, gt=0, description="Learning rate of the optimizer (decays linearly).")
     total_steps: int = Field(
         50_000_000, ge=1, description="Env steps over which the learning rate decays linearly to 0."
     )
     discounting: float = Field(0.99, ge=0, le=1, description="Discount γ.")
     baseline_cost: float = Field(0.5, ge=0, description="Weight of the baseline loss.")
-    entropy_cost: float = Field(0.0006, ge=0, description="Weight of the entropy loss.")
+    entropy_cost: float = Field(0.01, ge=0, description="Weight of the entropy loss.")
     reward_clipping: str = Field("abs_one", pattern=r"^(abs_one|none)$", description="Clip rewards to [-1, 1] or not.")
-    grad_norm_clipping: float = Field(40.0, gt=0, description="Global gradient-norm clip.")
+    grad_norm_clipping: float = Field(0.5, gt=0, description="Global gradient-norm clip.")
+    optimizer: Literal["adam", "rmsprop"] = Field("adam", description="Optimizer: adam, or rmsprop (torchbeast's).")
+    adam_beta1: float = Field(0.9, ge=0, lt=1, description="Adam β1.")
+    adam_beta2: float = Field(0.999, ge=0, lt=1, description="Adam β2.")
+    adam_epsilon: float = Field(1e-5, gt=0, description="Adam epsilon.")
+    loss_reduction: Literal["mean", "sum"] = Field(
+        "mean", description="Average the losses over the batch's valid steps, or sum them (torchbeast)."
+    )
+    normalize_advantages: bool = Field(
+        False, description="Scale the policy-gradient advantages to mean 0, std 1 over each batch."
+    )
     rmsprop_alpha: float = Field(0.99, gt=0, lt=1, description="RMSprop smoothing constant.")
     rmsprop_epsilon: float = Field(0.01, gt=0, description="RMSprop epsilon.")
     rmsprop_momentum: float = Field(0.0, ge=0, lt=1, description="RMSprop momentum.")

@@ -22,6 +22,7 @@ from impala.client.settings import ClientSettings
 from impala.control.settings import ControlSettings
 from impala.core.presets import preset
 from impala.core.redis_server import free_port
+from impala.core.settings import with_presets
 from impala.learner.settings import LearnerSettings
 from impala.weights.settings import WeightsSettings
 
@@ -86,7 +87,7 @@ def build_plan(
     redis_url: str,
     checkpoint_dir: Path,
     token_files: tuple[Path, Path],
-    tuned: Mapping[str, Mapping[str, Any]],
+    overrides: Mapping[str, Mapping[str, Any]] | None = None,
     saved: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> Plan:
     """Settings for every service on fresh loopback ports.
@@ -97,7 +98,8 @@ def build_plan(
         redis_url: the embedded redis-server.
         checkpoint_dir: the learner's checkpoint directory (``runs/<name>/checkpoints``).
         token_files: files holding the (ingress, control) tokens.
-        tuned: per-service field overrides (``"learner"``, ``"actorpool"``, ``"env"``) from the env's preset.
+        overrides: per-service fields the user set (``"learner"``, ``"actorpool"``, ``"env"``); the env's
+            preset fills the rest through the one resolver (``impala.core.settings.with_presets``).
         saved: on resume, the services section of the run's ``config.json``; its non-session fields win.
     """
     ingress_token, control_token = token_files
@@ -107,8 +109,9 @@ def build_plan(
     control = ControlSettings(
         **common, host=HOST, port=free_port(HOST), metrics_port=0, token_file=control_token, insecure=False
     )
+    overrides = overrides or {}
     learner = LearnerSettings(
-        **_layers(tuned.get("learner"), _saved(saved, "learner"), frozenset({"env", "env_spec"})),
+        **_layers(overrides.get("learner"), _saved(saved, "learner"), frozenset({"env", "env_spec"})),
         **common,
         **_spaces(top),
         seed=top.seed,
@@ -116,6 +119,10 @@ def build_plan(
         checkpoint_dir=checkpoint_dir,
         metrics_port=free_port(HOST),
     )
+    learner = with_presets(learner, environ={})
+    # On one machine actors outrun the learner: a buffer of a few batches bounds the policy lag to a few
+    # versions (backpressure slows the actors) instead of filling the default capacity with stale rollouts.
+    pool_fields = {"buffer_capacity": BUFFER_BATCHES * learner.batch_size, **(overrides.get("actorpool") or {})}
     model: dict[str, Any] = {
         **_spaces(top),
         "model": learner.model,
@@ -124,7 +131,7 @@ def build_plan(
     }
     pools = tuple(
         ActorPoolSettings(
-            **_layers(tuned.get("actorpool"), _saved(saved, f"actorpool-{i}", "actorpool-0")),
+            **_layers(pool_fields, _saved(saved, f"actorpool-{i}", "actorpool-0")),
             **common,
             **model,
             unroll_length=learner.unroll_length,
@@ -141,7 +148,7 @@ def build_plan(
     )
     clients = tuple(
         ClientSettings(
-            **_layers(tuned.get("env"), _saved(saved, f"env-{i}", "env-0")),
+            **_layers(overrides.get("env"), _saved(saved, f"env-{i}", "env-0")),
             log_format="text",
             address=f"{HOST}:{pools[i % len(pools)].port}",
             env=top.env,
@@ -163,10 +170,10 @@ def _spaces(top: Topology) -> dict[str, Any]:
 
 
 def _layers(
-    tuned: Mapping[str, Any] | None, saved: Mapping[str, Any], derived: frozenset[str] = _DERIVED
+    given: Mapping[str, Any] | None, saved: Mapping[str, Any], derived: frozenset[str] = _DERIVED
 ) -> dict[str, Any]:
-    """Preset values overridden by saved ones, minus the fields this plan sets itself."""
-    merged = {**(tuned or {}), **saved}
+    """User-given values overridden by saved ones, minus the fields this plan sets itself."""
+    merged = {**(given or {}), **saved}
     return {k: v for k, v in merged.items() if k not in SESSION_FIELDS and k not in derived}
 
 
@@ -208,17 +215,6 @@ def child_environment(extra: Mapping[str, str] | None = None) -> dict[str, str]:
 def service_argv(command: str, settings: BaseSettings) -> list[str]:
     """``python -m impala <command> <flags>`` with this interpreter (no dependence on PATH)."""
     return [sys.executable, "-m", "impala", command, *settings_flags(settings)]
-
-
-def tuned_for(env: str) -> dict[str, dict[str, Any]]:
-    """Per-service field overrides from the env's preset (``impala.core.presets``)."""
-    chosen = preset(env)
-    learner = {k: v for k, v in chosen.learn.items() if k in LearnerSettings.model_fields}
-    learner.update(model=chosen.model, hidden_size=chosen.hidden_size, use_lstm=chosen.use_lstm)
-    batch = int(learner.get("batch_size", LearnerSettings.model_fields["batch_size"].default))
-    # On one machine actors outrun the learner: a buffer of a few batches bounds the policy lag to a few
-    # versions (backpressure slows the actors) instead of filling the default capacity with stale rollouts.
-    return {"learner": learner, "actorpool": {"buffer_capacity": BUFFER_BATCHES * batch}}
 
 
 def default_envs_per_client(env: str, clients: int) -> int:

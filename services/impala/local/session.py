@@ -26,7 +26,7 @@ from impala.core.redis_keys import RunKeys
 from impala.core.redis_server import RedisServer, RedisServerError, free_port
 from impala.local import readiness
 from impala.local.display import Display
-from impala.local.plan import HOST, Plan, Topology, build_plan, child_environment, service_argv, tuned_for
+from impala.local.plan import HOST, Plan, Topology, build_plan, child_environment, service_argv
 from impala.local.recorder import MetricsCsv, TensorBoardLog, plot_learning_curve
 from impala.local.rundir import run_name, write_config, write_private, write_private_json
 from impala.local.stack import LocalOptions, Resolved
@@ -131,16 +131,15 @@ class Session:
             self.options.seed,
             env_spec=self.resolved.options.env_spec,
         )
-        tuned = tuned_for(self.resolved.env)
-        model = {"use_lstm": self.options.use_lstm, "hidden_size": self.options.hidden_size}
-        tuned["learner"].update({k: v for k, v in model.items() if v is not None})  # the CLI's wins
+        given = {"use_lstm": self.options.use_lstm, "hidden_size": self.options.hidden_size}
+        model = {k: v for k, v in given.items() if v is not None}  # the CLI's win over the preset
         plan = build_plan(
             top,
             run=run_name(self.run_dir),
             redis_url=server.url,
             checkpoint_dir=(self.run_dir / "checkpoints").resolve(),
             token_files=token_files,
-            tuned=tuned,
+            overrides={"learner": model},
             saved=self.resolved.saved,
         )
         services = plan.services()

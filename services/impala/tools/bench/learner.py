@@ -30,7 +30,6 @@ from prometheus_client import CollectorRegistry
 
 from impala.core.batch import Batch, collate
 from impala.core.learn import LearnConfig, learn_step, make_learner_state
-from impala.core.presets import preset
 from impala.core.redis_keys import RunKeys
 from impala.core.redis_server import RedisServer
 from impala.learner.checkpointing import Checkpointer
@@ -50,8 +49,8 @@ _FILL_MARGIN = 1.5  # rollouts written for the Redis path: this many times what 
 
 
 def cases() -> list[tuple[Shape, LearnConfig]]:
-    cartpole = LearnConfig(**preset("CartPole-v1").learn)
-    atari = LearnConfig()
+    cartpole = LearnConfig.for_env("CartPole-v1")
+    atari = LearnConfig.for_env("ALE/Pong-v5")
     return [
         (replace(CARTPOLE, unroll_length=cartpole.unroll_length, batch_size=cartpole.batch_size), cartpole),
         (replace(ATARI, unroll_length=atari.unroll_length, batch_size=atari.batch_size), atari),

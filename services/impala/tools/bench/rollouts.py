@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from impala.core.learn import LearnConfig
 from impala.core.models import ModelSpec
-from impala.core.presets import preset
 from impala.core.rollouts import RolloutRecord, to_proto
 
 
@@ -24,7 +24,7 @@ class Shape:
 
 # Atari: torchbeast's defaults (T=80, B=8). CartPole: T=80 is the size of design §8's Redis ceiling and
 # B the preset's; the learner benchmark takes T from the CartPole preset too, as `impala local` does.
-CARTPOLE = Shape("cartpole", ModelSpec((4,), "float32", 2, "mlp"), 80, preset("CartPole-v1").learn["batch_size"])
+CARTPOLE = Shape("cartpole", ModelSpec((4,), "float32", 2, "mlp"), 80, LearnConfig.for_env("CartPole-v1").batch_size)
 ATARI = Shape("atari", ModelSpec((4, 84, 84), "uint8", 6, "shallow"), 80, 8)
 
 
