@@ -104,8 +104,8 @@ def test_options_resolve_from_presets_and_the_resumed_run(tmp_path: Path) -> Non
     resolved = resolve(LocalOptions(run_dir=tmp_path / "run"))
     assert (resolved.env, resolved.target) == ("CartPole-v1", 475.0)
     assert resolved.envs_per_client >= 1
-    with pytest.raises(OptionsError, match="--no-target"):
-        resolve(LocalOptions(env="Acrobot-v1"))
+    assert resolve(LocalOptions(env="Acrobot-v1")).target == -100.0  # Gymnasium's reward_threshold
+    assert resolve(LocalOptions(env="Pendulum-v1")).target is None  # declares none: runs without a target
     assert resolve(LocalOptions(env="Acrobot-v1", use_target=False)).target is None
     with pytest.raises(OptionsError, match="not found"):
         resolve(LocalOptions(resume=tmp_path / "nothing"))

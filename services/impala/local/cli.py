@@ -43,7 +43,8 @@ def register(app: typer.Typer) -> None:
         target_return: Annotated[
             float | None,
             typer.Option(
-                help="Stop when the mean return of the last 100 episodes reaches this (default: the env's preset)."
+                help="Stop when the mean return of the last 100 episodes reaches this (default: the env's Gymnasium "
+                "reward_threshold; none if it declares none)."
             ),
         ] = None,
         no_target: Annotated[bool, typer.Option("--no-target", help="Train without a target return.")] = False,

@@ -98,9 +98,7 @@ def resolve(options: LocalOptions) -> Resolved:
     target = None
     if options.use_target:
         target = options.target_return if options.target_return is not None else target_return(env)
-        if target is None:
-            raise OptionsError(f"no preset target return for {env}: pass --target-return R or --no-target")
-        if not math.isfinite(target):
+        if target is not None and not math.isfinite(target):
             raise OptionsError(f"--target-return must be a finite number, got {target}")
     if options.tensorboard and (problem := tensorboard_problem()) is not None:
         raise OptionsError(problem)
@@ -157,6 +155,12 @@ def run_local(options: LocalOptions) -> int:
             highlight=False,
         )
         return 2
+    if resolved.target is None and options.use_target:
+        Console(soft_wrap=True).print(
+            f"impala local: {resolved.env or resolved.options.env_spec} declares no reward threshold, so this run "
+            "has no target return (pass --target-return R for one); it trains until --max-env-steps, "
+            "--max-seconds or Ctrl-C",
+            highlight=False,
+        )
     reason, reached = Session(replace(resolved.options, env=resolved.env), resolved).run()
-    # A spec-only run without --target-return has no target: any orderly end is a success.
-    return exit_code(reason, reached, options.use_target and resolved.target is not None)
+    return exit_code(reason, reached, resolved.target is not None)
