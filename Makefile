@@ -19,9 +19,10 @@ run: setup ## Train CartPole on the whole local stack (= impala local); ARGS="--
 test: setup ## Everything CI runs: lint, typecheck, proto-check, pytest (fails when no test ran)
 	@$(MAKE) --no-print-directory lint typecheck proto-check pytest
 
-lint: ## ruff over services/, tests/ and bench/
+lint: ## ruff over services/, tests/ and bench/; import contracts (tests/test_layers.py)
 	$(VENV)/bin/ruff check services tests bench
 	$(VENV)/bin/ruff format --check services tests bench
+	$(PY) -m pytest -q -p no:cacheprovider tests/test_layers.py
 
 typecheck: ## mypy --strict over services/
 	$(VENV)/bin/mypy services/impala

@@ -38,7 +38,8 @@ def client_argv(task: str, endpoints: dict[str, object], steps: int, work: Path)
     if task == "memory":
         node = ROOT / "clients" / "node"
         argv = ["node", "memory_client.js", "--address", str(endpoints["ingress"][0])]  # type: ignore[index]
-        return [*argv, "--token", str(endpoints["ingress_token"]), "--envs", "8", "--steps", str(steps)], node
+        token = Path(str(endpoints["ingress_token_file"])).read_text().strip()
+        return [*argv, "--token", token, "--envs", "8", "--steps", str(steps)], node
     doc = (ROOT / "docs" / "bring-your-own-env.md").read_text()
     code = doc.split("<!-- example: steer.py", 1)[1].split("```python\n", 1)[1].split("\n```", 1)[0]
     script = work / "steer.py"

@@ -30,9 +30,9 @@ def m(metric: str, labels: str = "") -> str:
     return f'{metric}{{namespace=~"$namespace"{"," + labels if labels else ""}}}'
 
 
-def rate(metric: str, by: str = "") -> str:
+def rate(metric: str, by: str = "", labels: str = "") -> str:
     """Per-second rate summed over pods (or by some labels)."""
-    return f"sum{f' by ({by})' if by else ''} (rate({m(metric)}[{RATE}]))"
+    return f"sum{f' by ({by})' if by else ''} (rate({m(metric, labels)}[{RATE}]))"
 
 
 def quantile(q: float, histogram: str) -> str:
@@ -74,7 +74,16 @@ class Stat:
 Rows = tuple[tuple[str, tuple[Graph | Stat, ...]], ...]
 
 BUFFER_FILL = f"{latest('impala_buffer_depth_rollouts')} / {latest('impala_buffer_capacity_rollouts')}"
-CHECKPOINT_AGE = f"time() - {latest('impala_learner_last_checkpoint_timestamp_seconds')}"
+# Before its first checkpoint (the timestamp is absent) the learner's uptime: what a crash would lose.
+LEARNER_START = (
+    f"max(process_start_time_seconds and on (namespace, pod) {m('impala_learner_checkpoint_interval_seconds')})"
+)
+CHECKPOINT_AGE = f"time() - {latest('impala_learner_last_checkpoint_timestamp_seconds')} or time() - {LEARNER_START}"
+CHECKPOINT_HELP = (
+    "Seconds since the learner's last checkpoint (since its start before the first): what a crash would lose."
+)
+# Process metrics of impala's own pods (prometheus-client's process collector on every service).
+SERVICES = 'component=~"actorpool|learner|weights|control"'
 RETURN = Graph("Episode return", "short", ((latest("impala_learner_episode_return_mean"), "mean of last 100"),))
 LAG = Graph(
     "Policy lag",
@@ -90,7 +99,7 @@ OVERVIEW: Rows = (
         Stat("Episode return (last 100)", "short", latest("impala_learner_episode_return_mean")),
         Stat("Env clients", "short", latest("impala_actorpool_connected_clients", "sum")),
         Stat("Buffer fill", "percentunit", BUFFER_FILL),
-        Stat("Checkpoint age", "s", CHECKPOINT_AGE, "Seconds since the learner last wrote a checkpoint."),
+        Stat("Checkpoint age", "s", CHECKPOINT_AGE, CHECKPOINT_HELP),
     )),
     ("Learning", (
         RETURN,
@@ -108,8 +117,9 @@ OVERVIEW: Rows = (
     ("Rollouts", (
         Graph("Buffer depth", "short", (
             (latest("impala_buffer_depth_rollouts"), "depth"),
+            (latest("impala_buffer_unread_rollouts"), "unread"),
             (latest("impala_buffer_capacity_rollouts"), "capacity"),
-        )),
+        ), "Read from Redis at each scrape. Depth - unread = read by the learner, not yet acknowledged."),
         Graph("Rollouts/s", "short", (
             (rate("impala_actorpool_rollouts_produced_total"), "produced"),
             (rate("impala_learner_rollouts_consumed_total"), "consumed"),
@@ -123,9 +133,21 @@ OVERVIEW: Rows = (
             (latest("impala_actorpool_paused"), "pools"),
         )),
         Graph("Control API", "reqps", (
-            (rate("impala_control_requests_total", "route, code"), "{{route}} {{code}}"),
+            (rate("impala_control_requests_total", "route, code", 'route!="/metrics"'), "{{route}} {{code}}"),
             (rate("impala_control_commands_total", "command"), "command {{command}}"),
-        )),
+        ), "Requests by route and status (Prometheus's own scrapes of /metrics left out), and commands."),
+    )),
+    ("Processes", (
+        Graph("CPU", "percentunit", (
+            (f"sum by (pod) (rate({m('process_cpu_seconds_total', SERVICES)}[{RATE}]))", "{{pod}}"),
+        ), "CPU seconds per second of each impala process (1 = one core)."),
+        Graph("Resident memory", "bytes", ((f"max by (pod) ({m('process_resident_memory_bytes', SERVICES)})", "{{pod}}"),)),
+        Graph("Open file descriptors", "percentunit", (
+            (f"max by (pod) ({m('process_open_fds', SERVICES)} / {m('process_max_fds', SERVICES)})", "{{pod}}"),
+        ), "Fraction of the limit in use: at 1 a pool refuses connections."),
+        Graph("Restarts (1h)", "short", (
+            (f"sum by (component) (changes({m('process_start_time_seconds', SERVICES)}[1h]))", "{{component}}"),
+        ), "Process starts in the last hour per component after the first: a container restarted in place."),
     )),
 )  # fmt: skip
 
@@ -158,6 +180,10 @@ ACTORPOOL: Rows = (
             (rate("impala_weights_rejected_total", "reason"), "rejected {{reason}}"),
         )),
         Graph("Weight subscribers", "short", ((latest("impala_weights_subscribers"), "subscribers"),)),
+        Graph("Weight data plane problems/s", "short", (
+            (rate("impala_actorpool_weight_bulk_fallbacks_total", "reason"), "pool fell back: {{reason}}"),
+            (rate("impala_weights_bulk_refused_total", "reason"), "service refused: {{reason}}"),
+        ), "Bulk data-plane failures (ADR 0009). Lasting fallbacks or refusals other than gone: docs/operations.md."),
     )),
 )  # fmt: skip
 
@@ -170,6 +196,10 @@ LEARNER: Rows = (
         Graph("Loss", "short", ((f"max by (term) ({m('impala_learner_loss')})", "{{term}}"),)),
         RETURN,
         LAG,
+        Graph("Gradient norm and learning rate", "short", (
+            (latest("impala_learner_grad_norm"), "grad norm (before clipping)"),
+            (latest("impala_learner_learning_rate"), "learning rate"),
+        )),
     )),
     ("Time per update", (
         Graph("Batch wait", "s", p50_p99("impala_learner_batch_wait_seconds"),

@@ -3,12 +3,17 @@ and torch-free services never load torch."""
 
 from __future__ import annotations
 
+import sys
+from importlib import metadata
+from typing import Annotated
+
 import typer
 
 from impala.actorpool.settings import ActorPoolSettings
 from impala.client.settings import ClientSettings
 from impala.control.settings import ControlSettings
 from impala.core.cli_options import settings_command
+from impala.core.errors import USAGE_EXIT_CODE, UserError
 from impala.learner.settings import LearnerSettings
 from impala.weights.settings import WeightsSettings
 
@@ -18,7 +23,36 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    rich_markup_mode="rich",
 )
+_debug = False
+
+
+def version() -> str:
+    """The installed distribution's version."""
+    try:
+        return metadata.version("impala-rl")
+    except metadata.PackageNotFoundError:  # run from a source tree without installing
+        return "unknown"
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"impala {version()}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    show_version: Annotated[
+        bool,
+        typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit."),
+    ] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Show the traceback of an error a user can fix.")] = False,
+) -> None:
+    """IMPALA (V-trace) actor-learner RL: ActorPool ingress, Redis Streams buffer, learner, weights, control API."""
+    global _debug
+    _debug = debug
 
 
 def _actorpool(settings: ActorPoolSettings) -> int:
@@ -89,4 +123,11 @@ _register_optional()
 
 
 def main() -> None:
-    app()
+    """Entry point: a ``UserError`` is one line on stderr and exit code 2 (its traceback with --debug)."""
+    try:
+        app(standalone_mode=True)
+    except UserError as err:
+        if _debug:
+            raise
+        typer.echo(f"impala: {err}", err=True)
+        sys.exit(USAGE_EXIT_CODE)

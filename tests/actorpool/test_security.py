@@ -23,6 +23,14 @@ async def test_missing_or_wrong_token_is_unauthenticated(presented: str) -> None
                 await client.hello()
             assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
             assert TOKEN not in (err.value.details() or "")
+        reason = "unknown_token" if presented else "missing_token"
+        counted = {
+            s.labels["reason"]: s.value
+            for m in pool.metrics.rejected_streams.collect()
+            for s in m.samples
+            if s.name.endswith("_total") and s.labels["code"] == "UNAUTHENTICATED"
+        }
+        assert counted == {reason: 1.0, ({"unknown_token", "missing_token"} - {reason}).pop(): 0.0}
 
 
 async def test_right_token_is_served() -> None:

@@ -167,3 +167,27 @@ def test_own_held_entries_are_not_reclaimed_by_autoclaim(redis_server: RedisServ
         assert c.ack([e.id for e in held]) == 3
     finally:
         c.close()
+
+
+def test_entries_held_by_a_live_rank_are_not_reclaimed_by_another(
+    redis_server: RedisServer, redis_client: redis.Redis
+) -> None:
+    """Learner ranks share the group: one that holds a batch while its peers wait keeps its entries fresh
+    (``keep_held``), so a peer's XAUTOCLAIM does not take them and learn them twice; once it stops doing
+    so (it died), they are reclaimed."""
+    for i in range(2):
+        redis_client.xadd(KEYS.rollouts, {"r": b"%d" % i})
+    holder = RolloutConsumer(redis_server.url, KEYS, consumer="lt-r1", claim_idle_s=0.3)
+    peer = RolloutConsumer(redis_server.url, KEYS, consumer="lt-r0", claim_idle_s=0.3)
+    try:
+        held = holder.read(2, block_ms=100)
+        assert len(held) == 2
+        deadline = time.monotonic() + 1.0  # more than three idle periods
+        while time.monotonic() < deadline:
+            holder.keep_held()
+            assert peer.read(2, block_ms=20) == []
+        time.sleep(0.4)  # the holder stopped keeping them: as if it died
+        assert sorted(e.id for e in peer.read(2, block_ms=20)) == sorted(e.id for e in held)
+    finally:
+        holder.close()
+        peer.close()

@@ -300,3 +300,34 @@ def test_every_container_runs_as_non_root_with_a_read_only_root(objects: list[Ma
         spec = pod_spec(obj)
         assert spec["securityContext"]["runAsNonRoot"] is True, obj["metadata"]["name"]
         assert container(obj)["securityContext"]["readOnlyRootFilesystem"] is True, obj["metadata"]["name"]
+
+
+def test_learner_replicas_are_ranks_of_one_torch_distributed_world() -> None:
+    objects = render(merge(TOKENS, {"learner": {"replicas": 3, "rendezvousPort": 29600}}))
+    learner = one(objects, "StatefulSet", name_of("learner"))
+    assert learner["spec"]["replicas"] == 3
+    env = env_of(learner)
+    assert env["WORLD_SIZE"]["value"] == "3"
+    # The rank is the pod's ordinal; rank 0 is reached through the headless Service, ready or not.
+    assert env["RANK"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.labels['apps.kubernetes.io/pod-index']"
+    assert env["MASTER_ADDR"]["value"] == f"{name_of('learner')}-0.{name_of('learner')}.rl.svc"
+    assert env["MASTER_PORT"]["value"] == "29600"
+    assert {"name": "rendezvous", "containerPort": 29600, "protocol": "TCP"} in container(learner)["ports"]
+    service = one(objects, "Service", name_of("learner"))
+    assert service["spec"]["clusterIP"] == "None" and service["spec"]["publishNotReadyAddresses"] is True
+    assert learner["spec"]["serviceName"] == name_of("learner")
+    # Ranks reach each other on any port (gloo/NCCL pick theirs), from learner pods only.
+    policy = one(objects, "NetworkPolicy", name_of("learner"))["spec"]
+    metrics_rule, peers_rule = policy["ingress"]
+    assert metrics_rule["ports"][0]["port"] == "metrics"
+    assert "ports" not in peers_rule
+    assert selected_components(objects, peers_rule["from"][0]["podSelector"]) == {"learner"}
+    # Every rank gets the GPUs of learner.gpus.
+    assert container(learner)["resources"]["limits"]["nvidia.com/gpu"] == 1
+
+
+def test_a_lone_learner_has_no_torch_distributed_variables(objects: list[Manifest]) -> None:
+    learner = one(objects, "StatefulSet", name_of("learner"))
+    assert not {"WORLD_SIZE", "RANK", "MASTER_ADDR", "MASTER_PORT"} & set(env_of(learner))
+    policy = one(objects, "NetworkPolicy", name_of("learner"))["spec"]
+    assert len(policy["ingress"]) == 1

@@ -13,6 +13,8 @@ from tests.chart.render import CHART, TOKENS, import_script, merge, render
 
 BAD_VALUES = [
     ({"actorpool": {"replicas": -1}}, "at '/actorpool/replicas': minimum: got -1, want 0"),
+    ({"learner": {"replicas": 1.5}}, "at '/learner/replicas': got number, want integer"),
+    ({"learner": {"config": {"dist_backend": "mpi"}}}, "at '/learner/config/dist_backend'"),
     (
         {"actorpool": {"config": {"replicas": 3}}},
         "at '/actorpool/config': additional properties 'replicas' not allowed",
@@ -31,7 +33,7 @@ BAD_VALUES = [
     ),
     ({"shared": {"unroll_length": 0}}, "at '/shared/unroll_length': minimum: got 0, want 1"),
     ({"shared": {"run": "two words"}}, "at '/shared/run'"),
-    ({"learner": {"replicas": 2}}, "at '/learner/replicas': value must be one of 0, 1"),
+    ({"learner": {"replicas": 257}}, "at '/learner/replicas': maximum: got 257, want 256"),
     ({"weights": {"replicas": 3}}, "at '/weights/replicas'"),
     ({"actorpool": {"replica": 2}}, "at '/actorpool': additional properties 'replica' not allowed"),
     ({"actorpool": {"service": {"type": "Public"}}}, "at '/actorpool/service/type'"),

@@ -53,6 +53,7 @@ CHART_OWNED: dict[str, dict[str, str]] = {
         "tls_key": "actorpool.tls: a kubernetes.io/tls Secret mounted as files",
         "weights_address": _WEIGHTS,
         "weights_token": "auth.weights: read from its Secret",
+        "weights_token_file": "unused: the weights token comes from its Secret as IMPALA_WEIGHTS_TOKEN",
         "checkpoint": "pools take their weights from the weight service; no checkpoint volume is mounted",
         "pool_id": "must differ per replica; the default (hostname-pid) is unique per pod",
     },
@@ -61,6 +62,7 @@ CHART_OWNED: dict[str, dict[str, str]] = {
         "redis_url": _REDIS,
         "weights_address": _WEIGHTS,
         "weights_token": "auth.weights: read from its Secret",
+        "weights_token_file": "unused: the weights token comes from its Secret as IMPALA_WEIGHTS_TOKEN",
         "checkpoint_dir": "the mount path of the checkpoint volume (PVC)",
         "consumer": "the default, the hostname, is the StatefulSet pod name: stable across restarts, so a "
         "restarted learner reclaims its own pending entries",
@@ -71,6 +73,8 @@ CHART_OWNED: dict[str, dict[str, str]] = {
         "metrics_port": _METRICS,
         "redis_url": _REDIS,
         "token": "auth.weights: read from its Secret",
+        "token_file": "unused: the weights token comes from its Secret as IMPALA_TOKEN",
+        "insecure": "set when auth.weights has no token (optional: the service is fenced by its NetworkPolicy)",
         "bulk_port": "weights.bulkContainerPort: container port, Service port and NetworkPolicy must agree, and "
         "subscribers dial the port the service announces",
         "tls_cert": "in-cluster only and fenced by a NetworkPolicy; use a service mesh for mTLS",
@@ -79,7 +83,7 @@ CHART_OWNED: dict[str, dict[str, str]] = {
     "control": {
         "host": _ADDRESS,
         "port": _PORT,
-        "metrics_port": "unused: the control API serves /metrics on its HTTP port",
+        "metrics_port": "the chart scrapes /metrics on the control API's HTTP port (with its token)",
         "redis_url": _REDIS,
         "token": _TOKEN,
         "token_file": _TOKEN_FILE,

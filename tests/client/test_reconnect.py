@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import trustme
 
-from impala.client import ClientConfig, ClientError, EnvClient, SimulatorBatch
+from impala.client import ClientConfig, ClientError, EnvClient, SimulatorBatch, UnreachableError
 from impala.core.backoff import Backoff
 from tests.client.scripted_pool import Counter, ScriptedPool, decode, eventually, serving
 
@@ -158,3 +158,23 @@ async def test_tls_with_a_private_ca() -> None:
     assert untrusting.stats.streams == 0
     assert pool.streams[0].metadata["authorization"] == "Bearer tls-token-1234"
     assert np.asarray(decode(pool.streams[0].steps[0].observation)).shape == (2, 4)
+
+
+async def test_attempts_are_bounded_only_before_the_first_welcome() -> None:
+    unavailable = (grpc.StatusCode.UNAVAILABLE, "scripted: no pool yet")
+    pool = ScriptedPool(refusals=[unavailable] * 3)
+    async with serving(pool) as port:
+        config = ClientConfig(f"127.0.0.1:{port}", backoff_base_s=0.01, backoff_max_s=0.02, connect_attempts=3)
+        with pytest.raises(UnreachableError, match="after 3 attempts") as info:
+            await EnvClient(batch(), config).run()
+    assert info.value.code == grpc.StatusCode.UNAVAILABLE
+    assert len(pool.streams) == 3
+    # Welcomed once, the same client rides out more failures than connect_attempts allows before it.
+    pool = ScriptedPool(break_after={0: 2, 1: 2, 2: 2, 3: 2})
+    async with serving(pool) as port:
+        config = ClientConfig(
+            f"127.0.0.1:{port}", backoff_base_s=0.01, backoff_max_s=0.02, connect_attempts=1, max_steps=2 * 10
+        )
+        stats = await EnvClient(batch(), config).run()
+    assert stats.failures == 4 > config.connect_attempts
+    assert stats.env_steps == 20

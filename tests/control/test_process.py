@@ -91,3 +91,15 @@ def test_restart_while_paused_stays_paused_and_token_stays_out_of_logs(
     assert "control API stopped" in logs
     # ... and the token is not, in any of them.
     assert TOKEN not in logs
+
+
+def test_metrics_port_serves_metrics_on_a_second_port(
+    redis_server: RedisServer, tmp_path: Path, no_cluster: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    metrics_port = free_port()
+    monkeypatch.setenv("IMPALA_METRICS_PORT", str(metrics_port))
+    with control_process(redis_server.url, tmp_path / "control.log", no_cluster) as (api, _proc):
+        assert api.get("/v1/status").status_code == 200
+        scraped = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10)
+        assert scraped.status_code == 200
+        assert "impala_control_" in scraped.text

@@ -49,7 +49,7 @@ def test_the_docs_example_trains_against_impala_local_with_a_spec(tmp_path: Path
         )
         assert done.returncode == 0, done.stderr.decode()[-3000:]
         run = json.loads(endpoints.read_text())
-        headers = {"authorization": f"Bearer {run['control_token']}"}
+        headers = {"authorization": f"Bearer {Path(run['control_token_file']).read_text().strip()}"}
         deadline = time.monotonic() + 60
         while True:
             status = httpx.get(f"{run['control_url']}/v1/status", headers=headers, timeout=5).json()

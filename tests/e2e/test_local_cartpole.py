@@ -78,7 +78,7 @@ def test_local_stack_solves_cartpole_with_pause_resume_and_checkpoint(
     assert endpoints_path.stat().st_mode & 0o777 == 0o600
     endpoints = json.loads(endpoints_path.read_text())
     assert {"learner", "weights", "control", "redis", "actorpool-0", "env-0"} <= set(endpoints["pids"])
-    headers = {"Authorization": f"Bearer {endpoints['control_token']}"}
+    headers = {"Authorization": f"Bearer {Path(endpoints['control_token_file']).read_text().strip()}"}
     with httpx.Client(base_url=endpoints["control_url"], headers=headers, timeout=30.0) as http:
         assert http.get("/v1/status", headers={"Authorization": "Bearer wrong"}).status_code == 401
 

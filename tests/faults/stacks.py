@@ -52,7 +52,7 @@ class LocalStack:
         self.endpoints: dict[str, Any] = json.loads(endpoints.read_text())
         self.keys = RunKeys(self.endpoints["run"])
         self.redis = redis.Redis.from_url(self.endpoints["redis_url"], socket_timeout=5.0)
-        headers = {"Authorization": f"Bearer {self.endpoints['control_token']}"}
+        headers = {"Authorization": f"Bearer {Path(self.endpoints['control_token_file']).read_text().strip()}"}
         self.http = httpx.Client(base_url=self.endpoints["control_url"], headers=headers, timeout=30.0)
         # The learner's hyperparameters as impala local chose them (the env preset's).
         self.learner_settings: dict[str, Any] = json.loads((run_dir / "config.json").read_text())["services"]["learner"]

@@ -55,7 +55,7 @@ def _start_services(server: RedisServer, tmp: Path) -> tuple[list[Service], str]
     ports = {name: free_port() for name in ("weights", "control", "pool")}
     weights = f"127.0.0.1:{ports['weights']}"
     specs = {
-        "weights": ["weights", *common, "--host", "127.0.0.1", "--port", str(ports["weights"])],
+        "weights": ["weights", *common, "--insecure", "--host", "127.0.0.1", "--port", str(ports["weights"])],
         "control": ["control", *common, "--host", "127.0.0.1", "--port", str(ports["control"]), "--insecure"],
         "learner": ["learner", *common, *model, "--batch-size", str(BATCH), "--learning-rate", "0.003",
                     "--weights-address", weights, "--checkpoint-dir", str(tmp / "checkpoints"),

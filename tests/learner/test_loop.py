@@ -123,7 +123,7 @@ def test_checkpoint_command_is_served_with_path_step_and_size(
     assert Path(done["path"]).is_file()
     assert done["bytes"] == Path(done["path"]).stat().st_size
     payload = load_checkpoint(Path(done["path"]))
-    assert (payload["learner_step"], payload["env_steps"], payload["policy_version"]) == (2, 2 * 2 * T, 3)
+    assert (payload["learner_steps"], payload["env_steps"], payload["policy_version"]) == (2, 2 * 2 * T, 3)
     assert payload["config"]["run"] == learner.loop.checkpointer.config["run"]
     served = status(redis_client)
     newest: Any = redis_client.xrevrange(KEYS.commands, count=1)

@@ -95,9 +95,9 @@ def test_kill9_restart_resumes_exactly_and_loses_no_rollout(
         # Still paused: the restarted learner takes no step, so its checkpoint must equal the one it resumed.
         resumed = served(redis_client, "b-resumed")
         after = load_checkpoint(Path(resumed["path"]))
-        for key in ("learner_step", "env_steps", "policy_version", "episodes", "episode_returns"):
+        for key in ("learner_steps", "env_steps", "policy_version", "episodes", "episode_returns"):
             assert after[key] == before[key], key
-        assert (after["learner_step"], after["env_steps"], after["episodes"]) == (4, 8 * T, 8)
+        assert (after["learner_steps"], after["env_steps"], after["episodes"]) == (4, 8 * T, 8)
         torch.testing.assert_close(after["model"], before["model"], rtol=0, atol=0)
         torch.testing.assert_close(after["optimizer"], before["optimizer"], rtol=0, atol=0)
         assert after["scheduler"] == before["scheduler"]
@@ -114,6 +114,6 @@ def test_kill9_restart_resumes_exactly_and_loses_no_rollout(
             second.kill()
             second.wait(30)
     final = load_checkpoint(latest_checkpoint(ckpt_dir) or Path("missing"))
-    assert (final["learner_step"], final["env_steps"]) == (9, 18 * T)
+    assert (final["learner_steps"], final["env_steps"]) == (9, 18 * T)
     assert counters(redis_client) == {"rollouts_consumed": 18}
     assert status(redis_client)["last_checkpoint_step"] == "9"

@@ -29,7 +29,9 @@ def weight_service(redis_url: str, port: int) -> Iterator[None]:
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, name="weights-loop", daemon=True)
     thread.start()
-    settings = WeightsSettings(host="127.0.0.1", port=port, redis_url=redis_url, run=RUN, drain_grace_s=0.2)
+    settings = WeightsSettings(
+        host="127.0.0.1", port=port, redis_url=redis_url, run=RUN, drain_grace_s=0.2, insecure=True
+    )
 
     async def start() -> WeightService:  # built inside the loop: the grpc.aio server binds to it
         service = build_weight_service(settings)

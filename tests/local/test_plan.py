@@ -20,16 +20,18 @@ from impala.local.plan import (
     build_plan,
     child_environment,
     default_envs_per_client,
+    rank_buffer_floor,
     service_argv,
 )
 
 
-def _plan(tmp_path: Path, saved: dict[str, dict[str, Any]] | None = None) -> Plan:
-    files = (tmp_path / "ingress.token", tmp_path / "control.token")
+def _plan(tmp_path: Path, saved: dict[str, dict[str, Any]] | None = None, learners: int = 1) -> Plan:
+    files = (tmp_path / "ingress.token", tmp_path / "control.token", tmp_path / "weights.token")
     files[0].write_text("ingress-token-0123456789\n")
     files[1].write_text("control-token-0123456789\n")
+    files[2].write_text("weights-token-0123456789\n")
     return build_plan(
-        Topology("CartPole-v1", clients=3, envs_per_client=4, pools=2, seed=7),
+        Topology("CartPole-v1", clients=3, envs_per_client=4, pools=2, seed=7, learners=learners),
         run="r1",
         redis_url="redis://127.0.0.1:1/0",
         checkpoint_dir=tmp_path / "ckpt",
@@ -99,3 +101,40 @@ def test_default_envs_spread_the_preset_over_clients() -> None:
     assert default_envs_per_client("CartPole-v1", 1) == envs
     assert default_envs_per_client("CartPole-v1", 2) * 2 >= envs
     assert default_envs_per_client("CartPole-v1", 0) == envs
+
+
+def test_learner_ranks_share_everything_but_their_metrics_port_and_rank(tmp_path: Path) -> None:
+    plan = _plan(tmp_path, learners=3)
+    names = [n for n in plan.services() if n.startswith("learner")]
+    assert names == ["learner-0", "learner-1", "learner-2"]
+    dumps = [s.model_dump() for s in plan.learners]
+    assert len({d.pop("metrics_port") for d in dumps}) == 3
+    assert all(d == dumps[0] for d in dumps)
+    ports = {plan.master_port, plan.weights.port, plan.control.port, *(p.port for p in plan.pools)}
+    assert plan.master_port > 0 and len(ports) == 3 + len(plan.pools)
+    assert plan.rank_environment("learner-2") == {
+        "RANK": "2",
+        "LOCAL_RANK": "2",
+        "WORLD_SIZE": "3",
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": str(plan.master_port),
+    }
+    alone = _plan(tmp_path)
+    assert alone.learner_names == ["learner"] and alone.rank_environment("learner") == {}
+
+
+def test_learners_must_divide_the_batch() -> None:
+    from impala.local.stack import LocalOptions, OptionsError, resolve
+
+    batch = LearnConfig.for_env("CartPole-v1").batch_size
+    assert resolve(LocalOptions(learners=2)).options.learners == 2
+    with pytest.raises(OptionsError, match=f"--learners 3 must divide the batch size {batch}"):
+        resolve(LocalOptions(learners=3))
+
+
+def test_the_buffer_holds_what_every_rank_may_read_ahead(tmp_path: Path) -> None:
+    batch = LearnConfig.for_env("CartPole-v1").batch_size
+    assert _plan(tmp_path, learners=2).pools[0].buffer_capacity == 2 * batch  # already enough for 2
+    assert rank_buffer_floor(8, 2, 2) == 15
+    four = _plan(tmp_path, learners=4).pools[0]
+    assert four.buffer_capacity == rank_buffer_floor(batch, 4, 2) > 2 * batch

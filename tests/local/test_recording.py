@@ -11,8 +11,9 @@ import pytest
 import redis
 
 from impala.core.redis_keys import RunKeys
+from impala.local.main import exit_code
 from impala.local.recorder import MetricsCsv, plot_learning_curve, read_metrics, tensorboard_problem
-from impala.local.stack import LocalOptions, OptionsError, exit_code, resolve
+from impala.local.stack import LocalOptions, OptionsError, resolve
 from impala.local.status import Snapshot, read_snapshot, target_reached
 
 
@@ -21,7 +22,9 @@ def test_snapshot_reads_the_control_plane_keys(redis_client: redis.Redis) -> Non
     redis_client.hset(
         keys.learner_status,
         mapping={"env_steps": 1200, "learner_step": 30, "episode_return_mean": 87.5, "episodes": 140,
-                 "env_steps_per_second": 2500.5, "policy_lag_mean": 1.25, "heartbeat": time.time()},
+                 "env_steps_per_second": 2500.5, "policy_lag_mean": 1.25, "heartbeat": time.time(),
+                 "pg_loss": -0.5, "baseline_loss": 2.0, "entropy_loss": -0.01, "grad_norm": 3.5,
+                 "learning_rate": 4.8e-4},
     )  # fmt: skip
     now = time.time()
     for pool, clients, beat in (("p0", 2, now), ("p1", 3, now), ("gone", 9, now - 120)):
@@ -30,7 +33,10 @@ def test_snapshot_reads_the_control_plane_keys(redis_client: redis.Redis) -> Non
     for _ in range(4):
         redis_client.xadd(keys.rollouts, {"r": b"x"})
     snap = read_snapshot(redis_client, keys, 12.5)
-    assert snap == Snapshot(12.5, 1200, 30, 87.5, 140, 2500.5, 1.25, buffer_depth=4, clients=5)
+    assert snap == Snapshot(
+        12.5, 1200, 30, 87.5, 140, 2500.5, 1.25, buffer_depth=4, clients=5,
+        policy_loss=-0.5, value_loss=2.0, entropy_loss=-0.01, grad_norm=3.5, learning_rate=4.8e-4,
+    )  # fmt: skip
 
 
 def test_snapshot_before_anything_reported(redis_client: redis.Redis) -> None:
@@ -86,7 +92,7 @@ def test_tensorboard_missing_is_explained() -> None:
     problem = tensorboard_problem()
     if importlib.util.find_spec("tensorboard") is None:
         assert problem is not None
-        assert "pip install tensorboard" in problem
+        assert "pip install 'impala-rl[tensorboard]'" in problem
     else:
         assert problem is None
 
@@ -115,3 +121,23 @@ def test_options_resolve_from_presets_and_the_resumed_run(tmp_path: Path) -> Non
     assert (resumed.env, resumed.run_dir, resumed.saved) == ("Acrobot-v1", tmp_path / "run", {})
     with pytest.raises(OptionsError, match="cannot resume"):
         resolve(LocalOptions(resume=tmp_path / "run", env="CartPole-v1"))
+
+
+@pytest.mark.skipif(importlib.util.find_spec("tensorboard") is None, reason="the tensorboard extra is not installed")
+def test_tensorboard_event_files_hold_every_column(tmp_path: Path) -> None:
+    """What --tensorboard writes reads back with TensorBoard's own reader, against env steps."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from impala.local.recorder import TensorBoardLog
+
+    board = TensorBoardLog(tmp_path / "tb")
+    board.write(Snapshot(1.0, env_steps=100, episode_return_mean=20.0, episodes=3, grad_norm=2.5, learning_rate=4e-4))
+    board.write(Snapshot(2.0, env_steps=250, policy_loss=-0.5, value_loss=1.5, entropy_loss=-0.01, grad_norm=3.5))
+    board.close()
+    events = EventAccumulator(str(tmp_path / "tb"))
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    assert {"run/policy_loss", "run/value_loss", "run/entropy_loss", "run/grad_norm", "run/learning_rate"} <= tags
+    assert {"run/env_steps_per_second", "run/episode_return_mean", "run/clients"} <= tags
+    assert [(e.step, e.value) for e in events.Scalars("run/grad_norm")] == [(100, 2.5), (250, 3.5)]
+    assert [e.step for e in events.Scalars("run/policy_loss")] == [250]  # NaN before the first update: no point

@@ -7,9 +7,10 @@ import stat
 from pathlib import Path
 
 from impala.client.settings import ClientSettings
+from impala.core.settings import MASK, public_values
 from impala.learner.settings import LearnerSettings
 from impala.local.plan import Topology, build_plan
-from impala.local.rundir import MASK, default_run_dir, masked_settings, run_name, write_config, write_private_json
+from impala.local.rundir import default_run_dir, run_name, write_config, write_private_json
 
 
 def test_endpoints_file_is_private_from_creation_and_replaced_atomically(tmp_path: Path) -> None:
@@ -23,9 +24,9 @@ def test_endpoints_file_is_private_from_creation_and_replaced_atomically(tmp_pat
 
 
 def test_config_masks_every_token(tmp_path: Path) -> None:
-    ingress, control = "ingress-token-0123456789", "control-token-0123456789"
-    files = (tmp_path / "i.token", tmp_path / "c.token")
-    for token, file in zip((ingress, control), files, strict=True):
+    ingress, control, weights = "ingress-token-0123456789", "control-token-0123456789", "weights-token-0123456789"
+    files = (tmp_path / "i.token", tmp_path / "c.token", tmp_path / "w.token")
+    for token, file in zip((ingress, control, weights), files, strict=True):
         file.write_text(token)
     plan = build_plan(
         Topology("CartPole-v1", clients=2, envs_per_client=3, pools=2, seed=5),
@@ -40,12 +41,14 @@ def test_config_masks_every_token(tmp_path: Path) -> None:
     text = path.read_text()
     assert ingress not in text
     assert control not in text
+    assert weights not in text
     doc = json.loads(text)
     assert set(doc["services"]) == {"weights", "control", "learner", "actorpool-0", "actorpool-1", "env-0", "env-1"}
     assert doc["services"]["actorpool-1"]["token_file"] == str(files[0])
     assert doc["services"]["control"]["token_file"] == str(files[1])
-    assert masked_settings(ClientSettings(token="secret-0123456789"))["token"] == MASK
-    assert masked_settings(LearnerSettings(weights_token="secret-0123456789"))["weights_token"] == MASK
+    assert doc["services"]["learner"]["weights_token_file"] == str(files[2])
+    assert public_values(ClientSettings(token="secret-0123456789"))["token"] == MASK
+    assert public_values(LearnerSettings(weights_token="secret-0123456789"))["weights_token"] == MASK
     assert doc["services"]["learner"]["batch_size"] == 4
     assert doc["services"]["learner"]["checkpoint_dir"] == str(tmp_path / "ckpt")
 

@@ -52,15 +52,28 @@ def rule_exprs() -> list[str]:
 def _targets(panels: Iterable[dict[str, Any]]) -> Iterator[str]:
     for panel in panels:
         yield from (target["expr"] for target in panel.get("targets") or [] if target.get("expr"))
-        yield from _targets(panel.get("panels") or [])  # collapsed rows hold their panels
 
 
 def dashboard_exprs() -> list[str]:
     """Every panel query of every committed dashboard (PromQL, with Grafana variables)."""
-    exprs: list[str] = []
+    return [expr for _, _, expr in dashboard_panels()]
+
+
+def dashboard_panels() -> list[tuple[str, str, str]]:
+    """(dashboard uid, panel title, query) of every panel query of every committed dashboard."""
+    found = []
     for path in sorted(DASHBOARDS.glob("*.json")):
-        exprs.extend(_targets(json.loads(path.read_text())["panels"]))
-    return exprs
+        board = json.loads(path.read_text())
+        for panel in _panels(board["panels"]):
+            found += [(board["uid"], panel["title"], expr) for expr in _targets([panel])]
+    return found
+
+
+def _panels(panels: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    for panel in panels:
+        if panel.get("targets"):
+            yield panel
+        yield from _panels(panel.get("panels") or [])  # collapsed rows hold their panels
 
 
 def dashboard_variable_queries() -> list[str]:

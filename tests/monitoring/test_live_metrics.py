@@ -27,7 +27,7 @@ def services(redis_server: RedisServer, tmp_path: Path) -> Iterator[dict[str, tu
     ports = {name: free_port() for name in ("weights", "weights-m", "learner-m", "pool", "pool-m", "control")}
     common = ["--run", "live", "--redis-url", redis_server.url]
     argv = {
-        "weights": ["weights", *common, "--host", "127.0.0.1", "--port", str(ports["weights"]),
+        "weights": ["weights", *common, "--insecure", "--host", "127.0.0.1", "--port", str(ports["weights"]),
                     "--metrics-port", str(ports["weights-m"])],
         "learner": ["learner", *common, "--weights-address", f"127.0.0.1:{ports['weights']}",
                     "--checkpoint-dir", str(tmp_path / "ckpt"), "--metrics-port", str(ports["learner-m"])],

@@ -9,6 +9,7 @@ import subprocess
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
+from impala.core.redis_server import RedisServer
 from tests.monitoring.promql import (
     METRICS_DOC,
     NEEDS_PROMTOOL,
@@ -48,29 +49,33 @@ def test_documentation_rows_are_complete() -> None:
         assert name.endswith("_total") == (cells[1] == "counter"), f"{name}: counters end in _total"
 
 
-def service_registry() -> CollectorRegistry:
-    """One registry holding every service's metrics, declared by the services' own metrics modules."""
+def service_registry(redis_url: str) -> CollectorRegistry:
+    """One registry holding every service's metrics, declared by the services' own metrics modules
+    (the buffer's read the stream of ``redis_url`` at collection)."""
     from impala.actorpool.metrics import PoolMetrics
     from impala.buffer.metrics import BufferMetrics
     from impala.control.metrics import ControlMetrics
+    from impala.core.redis_keys import RunKeys
     from impala.learner.metrics import LearnerMetrics
     from impala.weights.metrics import WeightsMetrics
 
     registry = CollectorRegistry()
-    for metrics in (PoolMetrics, BufferMetrics, LearnerMetrics, WeightsMetrics, ControlMetrics):
+    for metrics in (PoolMetrics, WeightsMetrics, ControlMetrics):
         metrics.create(registry)
+    LearnerMetrics.create(registry)
+    BufferMetrics(redis_url, RunKeys("names"), 16, registry)
     return registry
 
 
-def test_every_used_metric_is_declared_by_a_service() -> None:
-    missing = used_metric_names() - registered_metric_names(service_registry())
+def test_every_used_metric_is_declared_by_a_service(redis_server: RedisServer) -> None:
+    missing = used_metric_names() - registered_metric_names(service_registry(redis_server.url))
     assert not missing, f"metrics used by dashboards/alerts that no service declares: {sorted(missing)}"
 
 
 @pytest.mark.skipif(PROMTOOL is None, reason=NEEDS_PROMTOOL)
-def test_promtool_check_metrics_is_clean_on_the_exposition() -> None:
+def test_promtool_check_metrics_is_clean_on_the_exposition(redis_server: RedisServer) -> None:
     """The text every /metrics endpoint serves (same registries, same exposition code) passes promtool's lint."""
-    exposition = generate_latest(service_registry()).decode()
+    exposition = generate_latest(service_registry(redis_server.url)).decode()
     assert "# TYPE impala_learner_steps_total counter" in exposition
     assert PROMTOOL is not None
     result = subprocess.run(

@@ -11,13 +11,15 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.chart.render import TOKENS, merge, one, render
+from impala.local.prometheus import scope_rules
+from tests.chart.render import NAMESPACE, TOKENS, merge, one, render
 from tests.monitoring.promql import ALERTS, NEEDS_PROMTOOL, PROMTOOL, ROOT, check_promql
 
 UNIT_TESTS = Path(__file__).with_name("alerts_test.yaml")
 needs_promtool = pytest.mark.skipif(PROMTOOL is None, reason=NEEDS_PROMTOOL)
-REQUIRED = {"ImpalaLearnerStalled", "ImpalaBufferNearCapacity", "ImpalaPolicyLagHigh", "ImpalaNoEnvClients"}
-REQUIRED |= {"ImpalaCheckpointTooOld"}
+REQUIRED = {"ImpalaLearnerStalled", "ImpalaBufferSaturated", "ImpalaPolicyLagHigh", "ImpalaNoEnvClients"}
+REQUIRED |= {"ImpalaCheckpointTooOld", "ImpalaNoCheckpointYet", "ImpalaTargetDown", "ImpalaLearnerAbsent"}
+REQUIRED |= {"ImpalaActorPoolsAbsent"}
 
 
 def rules() -> list[dict[str, Any]]:
@@ -37,8 +39,16 @@ def test_promtool_check_rules() -> None:
 
 
 @needs_promtool
-def test_promtool_unit_tests_pass() -> None:
-    result = promtool("test", "rules", UNIT_TESTS.name)
+def test_promtool_unit_tests_pass(tmp_path: Path) -> None:
+    """The unit tests, on the rules as the chart renders them for a release in namespace "rl"."""
+    (tmp_path / "alerts.yaml").write_text(yaml.safe_dump(scope_rules(ALERTS.read_text(), "rl")))
+    tests = yaml.safe_load(UNIT_TESTS.read_text())
+    tests["rule_files"] = ["alerts.yaml"]
+    (tmp_path / UNIT_TESTS.name).write_text(yaml.safe_dump(tests))
+    assert PROMTOOL is not None
+    result = subprocess.run(
+        [PROMTOOL, "test", "rules", UNIT_TESTS.name], capture_output=True, text=True, check=False, cwd=tmp_path
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -90,8 +100,16 @@ def test_prometheus_rule_carries_the_file_minus_disabled_plus_labels() -> None:
     rendered = one(render(values), "PrometheusRule", "demo-impala")
     assert rendered["apiVersion"] == "monitoring.coreos.com/v1"
     got = {rule["alert"]: rule for group in rendered["spec"]["groups"] for rule in group["rules"]}
-    expected = {rule["alert"]: rule for rule in rules() if rule["alert"] != "ImpalaNoEnvClients"}
+    # absent() selectors scoped to the release namespace, exactly as `impala local --prometheus` scopes them.
+    scoped = scope_rules(ALERTS.read_text(), NAMESPACE)
+    expected = {
+        rule["alert"]: rule for g in scoped["groups"] for rule in g["rules"] if rule["alert"] != "ImpalaNoEnvClients"
+    }
     assert set(got) == set(expected)
+    assert (
+        f'absent_over_time(impala_learner_steps_total{{namespace="{NAMESPACE}",}}[1m])'
+        in got["ImpalaLearnerAbsent"]["expr"]
+    )
     for name, rule in expected.items():
         assert got[name]["expr"] == rule["expr"] and got[name]["for"] == rule["for"]
         assert got[name]["labels"] == {**rule["labels"], "team": "rl"}

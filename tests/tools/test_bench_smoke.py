@@ -52,3 +52,27 @@ def test_benchmark_returns_finite_figures(name: str) -> None:
         assert math.isfinite(figure.value) and figure.value > 0, figure
         assert math.isfinite(figure.baseline_value) and figure.baseline_value > 0, figure
         assert math.isfinite(figure.ratio)
+
+
+@pytest.mark.slow
+def test_learner_ranks_benchmark_runs_real_worlds_of_each_size(monkeypatch: pytest.MonkeyPatch) -> None:
+    from impala.tools.bench import learner_ranks
+
+    monkeypatch.setattr(learner_ranks, "FILL_ROLLOUTS_PER_S", 2000)
+    figures = learner_ranks.bench_learner_ranks(0.5, (1, 2))
+    assert [f.name.rsplit(", ", 1)[1] for f in figures] == ["1 rank", "2 ranks"]
+    for figure in figures:
+        assert figure.unit == "samples/s" and figure.baseline_name == "1 rank"
+        assert math.isfinite(figure.value) and figure.value > 0, figure
+    assert figures[0].ratio == 1.0
+
+
+def test_ranks_option_takes_world_sizes() -> None:
+    import typer
+
+    from impala.tools.cli import parse_ranks
+
+    assert parse_ranks("1,2") == (1, 2) and parse_ranks("") == ()
+    for bad in ("1,two", "0,2"):
+        with pytest.raises(typer.BadParameter, match="--ranks"):
+            parse_ranks(bad)

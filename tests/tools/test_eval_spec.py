@@ -12,6 +12,7 @@ import torch
 
 from impala.core.checkpoints import save_checkpoint
 from impala.core.env_spec import spec_of_env
+from impala.core.errors import UserError
 from impala.core.models import build_model, spec_for
 from impala.tools.evaluate import evaluate_checkpoint
 from impala.tools.export import export_checkpoint
@@ -27,16 +28,16 @@ def pendulum_checkpoint(directory: Path) -> Path:
 
 def test_eval_plays_a_box_policy_only_with_an_env_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     checkpoint = pendulum_checkpoint(tmp_path / "ckpt")
-    assert evaluate_checkpoint(checkpoint, None, 1) == 2
-    assert "pass --env ID" in capsys.readouterr().err
+    with pytest.raises(UserError, match="pass --env ID"):
+        evaluate_checkpoint(checkpoint, None, 1)
     assert evaluate_checkpoint(checkpoint, "Pendulum-v1", 2, greedy=True) == 0
     assert "Pendulum-v1: mean return" in capsys.readouterr().out
     wrong = tmp_path / "wrong.json"
     wrong.write_text(
         json.dumps({"observation": {"shape": [3], "dtype": "float32"}, "action": {"type": "discrete", "n": 3}})
     )
-    assert evaluate_checkpoint(checkpoint, "Pendulum-v1", 1, env_spec=wrong) == 2
-    assert "Discrete(3)" in capsys.readouterr().err
+    with pytest.raises(UserError, match=r"Discrete\(3\)"):
+        evaluate_checkpoint(checkpoint, "Pendulum-v1", 1, env_spec=wrong)
 
 
 def test_export_needs_no_env(tmp_path: Path) -> None:

@@ -15,7 +15,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from impala.core.redis_server import RedisServer
-from impala.weights import bulk, bulk_client
+from impala.weights import bulk_client, bulk_wire
 from impala.weights.chunks import WeightVersion
 from impala.weights.server import WeightService
 from impala.weights.subscriber import WeightSubscriber, WeightUpdate
@@ -111,7 +111,7 @@ async def test_fetch_without_the_token_is_refused(redis_server: RedisServer, tok
         assert service.bulk is not None
         with pytest.raises(bulk_client.FetchError) as info:
             await bulk_client.fetch("127.0.0.1", service.bulk.port, 1, token, total_bytes=14, timeout_s=10)
-        assert info.value.status == bulk.Status.UNAUTHENTICATED
+        assert info.value.status == bulk_wire.Status.UNAUTHENTICATED
         assert refused(registry, "unauthenticated") == 1
         assert registry.get_sample_value("impala_weights_sent_total") == 0
 
@@ -126,7 +126,7 @@ async def test_superseded_version_is_gone(redis_server: RedisServer) -> None:
         commit(service, 2, b"two")
         with pytest.raises(bulk_client.FetchError) as superseded:
             await bulk_client.fetch("127.0.0.1", port, 1, TOKEN, total_bytes=3, timeout_s=10)
-        assert nothing_yet.value.status == superseded.value.status == bulk.Status.GONE
+        assert nothing_yet.value.status == superseded.value.status == bulk_wire.Status.GONE
         assert await bulk_client.fetch("127.0.0.1", port, 2, TOKEN, total_bytes=3, timeout_s=10) == b"two"
         assert refused(registry, "gone") == 2
 
@@ -141,20 +141,20 @@ async def test_slow_malformed_and_excess_connections_are_refused(redis_server: R
         await until(lambda: len(service.bulk._connections) == 1, "the silent connection")  # type: ignore[union-attr]
         with pytest.raises(bulk_client.FetchError) as busy:
             await bulk_client.fetch(*address, 1, TOKEN, total_bytes=3, timeout_s=10)
-        assert busy.value.status == bulk.Status.BUSY
+        assert busy.value.status == bulk_wire.Status.BUSY
         assert await silent_reader.read() == b""  # dropped after the request timeout, without a response
         silent.close()
         assert refused(registry, "timeout") == 1
         garbage_reader, garbage = await asyncio.open_connection(*address)
         garbage.write(b"GET / HTTP/1.1\r\n\r\n")
-        magic, status, _, _ = bulk.RESPONSE.unpack(await garbage_reader.readexactly(bulk.RESPONSE.size))
+        magic, status, _, _ = bulk_wire.RESPONSE.unpack(await garbage_reader.readexactly(bulk_wire.RESPONSE.size))
         garbage.close()
-        assert (magic, status) == (bulk.MAGIC, bulk.Status.MALFORMED)
+        assert (magic, status) == (bulk_wire.MAGIC, bulk_wire.Status.MALFORMED)
         long_token_reader, long_token = await asyncio.open_connection(*address)
-        long_token.write(bulk.REQUEST.pack(bulk.PUSH_MAGIC, 0, bulk.MAX_TOKEN_BYTES + 1))
-        header = await long_token_reader.readexactly(bulk.FRAME.size)  # a push request: refused as a frame
+        long_token.write(bulk_wire.REQUEST.pack(bulk_wire.PUSH_MAGIC, 0, bulk_wire.MAX_TOKEN_BYTES + 1))
+        header = await long_token_reader.readexactly(bulk_wire.FRAME.size)  # a push request: refused as a frame
         long_token.close()
-        assert bulk.FRAME.unpack(header)[:2] == (bulk.PUSH_MAGIC, bulk.Status.MALFORMED)
+        assert bulk_wire.FRAME.unpack(header)[:2] == (bulk_wire.PUSH_MAGIC, bulk_wire.Status.MALFORMED)
         assert (refused(registry, "busy"), refused(registry, "malformed")) == (1, 2)
         assert await bulk_client.fetch(*address, 1, TOKEN, total_bytes=3, timeout_s=10) == b"one"  # still serving
 
@@ -168,12 +168,12 @@ async def lying_data_plane(
     then closes (with ``stall``: once the subscriber has closed)."""
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        magic, _, token_len = bulk.REQUEST.unpack(await reader.readexactly(bulk.REQUEST.size))
+        magic, _, token_len = bulk_wire.REQUEST.unpack(await reader.readexactly(bulk_wire.REQUEST.size))
         await reader.readexactly(token_len)
-        assert magic == bulk.PUSH_MAGIC
+        assert magic == bulk_wire.PUSH_MAGIC
         version = max(payloads)
         payload = payloads[version]
-        writer.write(bulk.frame_header(version, hashlib.sha256(payload).hexdigest(), "fp-a", len(payload)))
+        writer.write(bulk_wire.frame_header(version, hashlib.sha256(payload).hexdigest(), "fp-a", len(payload)))
         writer.write(answer(payload))
         await writer.drain()
         if stall:
@@ -224,7 +224,7 @@ async def test_a_subscriber_that_stops_reading_is_cut_off(redis_server: RedisSer
         commit(service, 1, bytes(64 * 1024 * 1024))  # far more than the socket buffers hold
         assert service.bulk is not None
         _, writer = await asyncio.open_connection("127.0.0.1", service.bulk.port)
-        writer.write(bulk.request(1, TOKEN))  # ... and never reads
+        writer.write(bulk_wire.request(1, TOKEN))  # ... and never reads
         await until(lambda: refused(registry, "send_timeout") == 1, "the send timeout")
         assert await bulk_client.fetch(
             "127.0.0.1", service.bulk.port, 1, TOKEN, total_bytes=64 * 1024 * 1024, timeout_s=30
@@ -258,8 +258,8 @@ async def test_an_announcement_naming_no_tcp_port_falls_back_to_chunks(redis_ser
 async def read_frame(reader: asyncio.StreamReader) -> tuple[int, int, str, str, bytes]:
     """(status, version, sha256, fingerprint, payload) of one pushed frame, read as a client in any
     language would (docs/protocol.md §12)."""
-    magic, status, version, length, sha, fp_len = bulk.FRAME.unpack(await reader.readexactly(bulk.FRAME.size))
-    assert magic == bulk.PUSH_MAGIC
+    magic, status, version, length, sha, fp_len = bulk_wire.FRAME.unpack(await reader.readexactly(bulk_wire.FRAME.size))
+    assert magic == bulk_wire.PUSH_MAGIC
     fingerprint = (await reader.readexactly(fp_len)).decode()
     return status, version, sha.hex(), fingerprint, await reader.readexactly(length)
 
@@ -271,13 +271,13 @@ async def test_a_push_connection_carries_each_new_version_until_the_subscriber_l
         assert service.bulk is not None
         commit(service, 1, b"first")
         reader, writer = await asyncio.open_connection("127.0.0.1", service.bulk.port)
-        writer.write(bulk.request(0, TOKEN, push=True))
+        writer.write(bulk_wire.request(0, TOKEN, push=True))
         frames = [await read_frame(reader)]  # the current version at once
         for version in (2, 3):
             payload = os.urandom(200_000)
             commit(service, version, payload)
             frames.append(await read_frame(reader))
-        assert [f[:2] for f in frames] == [(bulk.Status.OK, 1), (bulk.Status.OK, 2), (bulk.Status.OK, 3)]
+        assert [f[:2] for f in frames] == [(bulk_wire.Status.OK, 1), (bulk_wire.Status.OK, 2), (bulk_wire.Status.OK, 3)]
         assert all(hashlib.sha256(payload).hexdigest() == sha for _, _, sha, _, payload in frames)
         assert {f[3] for f in frames} == {"fp-a"} and frames[0][4] == b"first"
         assert len(service.bulk._connections) == 1  # one connection for all three
@@ -321,7 +321,7 @@ async def test_push_without_the_token_is_refused(redis_server: RedisServer, toke
         receiver = await push_to(service, token=token)
         with pytest.raises(bulk_client.FetchError) as info:
             await asyncio.wait_for(receiver.next(10), 10)
-        assert info.value.status == bulk.Status.UNAUTHENTICATED
+        assert info.value.status == bulk_wire.Status.UNAUTHENTICATED
         assert refused(registry, "unauthenticated") == 1
         assert registry.get_sample_value("impala_weights_sent_total") == 0
 

@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator
 
 import redis.asyncio as aioredis
 import torch
-from prometheus_client import CollectorRegistry
 
 from impala.actorpool.policy import PolicyHolder
 from impala.actorpool.server import WeightUpdates, build_actorpool, default_pool_id
@@ -20,7 +19,7 @@ from impala.core.checkpoints import load_policy_weights
 from impala.core.device import resolve_device
 from impala.core.models import build_model, fingerprint, spec_from_settings
 from impala.core.redis_keys import RunKeys
-from impala.core.settings import with_presets
+from impala.core.settings import secret_values, with_presets
 from impala.core.state_codec import decode_state
 from impala.weights.subscriber import WeightSubscriber
 
@@ -43,7 +42,7 @@ async def serve(settings: ActorPoolSettings) -> None:
         version = load_policy_weights(settings.checkpoint, model)
     pool_id = settings.pool_id or default_pool_id()
     policy = PolicyHolder(model, version=version, device=resolve_device(settings.device), seed=settings.seed)
-    registry = CollectorRegistry()
+    registry = metrics.service_registry()
     keys = RunKeys(settings.run)
     redis = aioredis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
     sink = RolloutProducer(
@@ -59,7 +58,7 @@ async def serve(settings: ActorPoolSettings) -> None:
     if settings.weights_address:
         subscriber = WeightSubscriber(
             settings.weights_address,
-            token=settings.weights_token,
+            token=settings.weights_bearer_token(),
             fingerprint=fingerprint(model),
             subscriber_id=pool_id,
             after_version=version,
@@ -90,10 +89,7 @@ async def serve(settings: ActorPoolSettings) -> None:
 
 
 def run(settings: ActorPoolSettings) -> int:
-    logs.configure(settings.log_level, settings.log_format)
+    logs.configure(settings.log_level, settings.log_format, secret_values(settings))
     heap.retain_freed_memory()
-    token = settings.bearer_token()
-    if token:
-        logs.register_secret(token)
     asyncio.run(serve(settings))
     return 0

@@ -6,7 +6,33 @@ from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from impala.core.metrics import BATCH_BUCKETS, LATENCY_BUCKETS
+from impala.core.metrics import BATCH_BUCKETS, LATENCY_BUCKETS, zero_labels
+
+# (gRPC code, reason) of every way the pool ends a stream (impala.actorpool.validation, servicer,
+# session, and the token check of impala.core.grpc_server; tests/monitoring/test_exposition.py checks
+# the sources raise no other): exported at 0 from the start.
+_INVALID = ("client_name", "num_envs", "observation_spec", "observation", "final_observation", "reward")
+REJECTIONS: tuple[tuple[str, str], ...] = (
+    *(("INVALID_ARGUMENT", r) for r in (*_INVALID, "terminated", "truncated", "first_step", "order")),
+    *(("FAILED_PRECONDITION", r) for r in ("protocol_version", "observation_spec", "num_actions")),
+    ("UNAUTHENTICATED", "missing_token"),
+    ("UNAUTHENTICATED", "unknown_token"),
+    ("RESOURCE_EXHAUSTED", "max_clients"),
+    ("DEADLINE_EXCEEDED", "timeout"),
+    ("UNAVAILABLE", "draining"),
+    ("INTERNAL", "inference"),
+)
+# Why a weight version came over gRPC chunks instead of the bulk data plane (impala.weights.subscriber).
+BULK_FALLBACK_REASONS = (
+    "checksum",
+    "fingerprint",
+    "fetch",
+    "unauthenticated",
+    "busy",
+    "gone",
+    "malformed",
+    "too_large",
+)
 
 
 @dataclass(frozen=True)
@@ -27,6 +53,14 @@ class PoolMetrics:
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> PoolMetrics:
+        metrics = cls._declare(registry)
+        zero_labels(metrics.rollouts_produced, ("true", "false"))
+        zero_labels(metrics.rejected_streams, REJECTIONS)
+        zero_labels(metrics.weight_bulk_fallbacks, BULK_FALLBACK_REASONS)
+        return metrics
+
+    @classmethod
+    def _declare(cls, registry: CollectorRegistry) -> PoolMetrics:
         return cls(
             connected_clients=Gauge(
                 "impala_actorpool_connected_clients", "Client streams past the handshake.", registry=registry

@@ -180,6 +180,7 @@ def build_actorpool(
         max_message_bytes=settings.max_message_bytes,
         max_concurrent_streams=settings.max_clients + 16,
         service_names=[SERVICE_NAME],
+        on_refused=lambda reason: metrics.rejected_streams.labels("UNAUTHENTICATED", reason).inc(),
     )
     register_servicer(servicer, server.server)
     metrics.policy_version.set(policy.version)

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal, Self
+from typing import Annotated, Literal, Self
 
 from pydantic import Field, model_validator
 
-from impala.core.settings import ModelSettings, TokenSettings
+from impala.core.settings import CASELESS, ModelSettings, TokenSettings, WeightsToken
 
 
-class ActorPoolSettings(TokenSettings, ModelSettings):
+class ActorPoolSettings(TokenSettings, ModelSettings, WeightsToken):
     """gRPC ingress for env clients: batched inference, rollout building, backpressure."""
 
     host: str = Field("0.0.0.0", description="Address to listen on.")
@@ -27,7 +27,7 @@ class ActorPoolSettings(TokenSettings, ModelSettings):
             "0 = run what one more pass of the event loop brings."
         ),
     )
-    inference: Literal["auto", "inline", "thread"] = Field(
+    inference: Annotated[Literal["auto", "inline", "thread"], CASELESS] = Field(
         "auto",
         description=(
             "Where the forward pass runs: inline on the event loop (small models on CPU), or on its own "
@@ -40,7 +40,6 @@ class ActorPoolSettings(TokenSettings, ModelSettings):
     handshake_timeout_s: float = Field(10.0, gt=0, description="A client that sends no Hello within this is dropped.")
     idle_timeout_s: float = Field(300.0, gt=0, description="A client silent this long between steps is dropped.")
     weights_address: str = Field("", description="host:port of the weight service; empty = keep the initial weights.")
-    weights_token: str = Field("", description="Bearer token of the weight service (empty = none).")
     checkpoint: Path | None = Field(None, description="Checkpoint file to load initial weights from.")
     tls_cert: Path | None = Field(None, description="PEM certificate; with tls_key serves TLS.")
     tls_key: Path | None = Field(None, description="PEM private key for tls_cert.")

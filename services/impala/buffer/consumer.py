@@ -20,9 +20,10 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import redis
+from redis.typing import StreamIdT
 
-from impala.buffer.redis_client import TRANSIENT_ERRORS, sync_client
 from impala.core.backoff import Backoff
+from impala.core.redis_client import TRANSIENT_ERRORS, sync_client
 from impala.core.redis_keys import LEARNER_GROUP, RunKeys
 
 log = logging.getLogger(__name__)
@@ -88,6 +89,7 @@ class RolloutConsumer:
         # learner may hold them longer than claim_idle_s; they must not be delivered twice.
         self._held: set[str] = set()
         self._held_lock = threading.Lock()
+        self._next_keep = 0.0
 
     def read(self, count: int, block_ms: int = 1000, *, ack: Sequence[str] = ()) -> list[Entry]:
         """Up to ``count`` entries: first pending ones of a dead predecessor, then new ones, waiting at
@@ -98,6 +100,7 @@ class RolloutConsumer:
         """
         if count < 1:
             raise ValueError(f"count must be >= 1, got {count}")
+        self.keep_held()
         claim_due = time.monotonic() >= self._next_claim_at
         piggyback = self._own_pending_cursor is None and not claim_due and 0 < len(ack) <= _ACK_BATCH
         if ack and not piggyback:
@@ -131,6 +134,24 @@ class RolloutConsumer:
         if ids:
             log.warning("rollouts dropped", extra={"consumer": self.consumer, "reason": reason, "count": len(ids)})
         return done
+
+    def keep_held(self) -> None:
+        """Reset the idle time of the entries this consumer holds (read, not yet acked or dropped), at
+        most every ``claim_idle_s / 3``: another live consumer (a learner rank whose peers have no batch
+        yet) must not reclaim and learn them twice. Called by ``read`` and by a holder that waits."""
+        now = time.monotonic()
+        if now < self._next_keep:
+            return
+        self._next_keep = now + self.claim_idle_s / 3
+        with self._held_lock:
+            held = sorted(self._held)
+        for start in range(0, len(held), _ACK_BATCH):
+            ids: list[StreamIdT] = list(held[start : start + _ACK_BATCH])
+            # JUSTID: the delivery counter stays as it is; ids acked meanwhile are simply not claimed.
+            self._retry("xclaim", functools.partial(self._claim_own, ids))
+
+    def _claim_own(self, ids: list[StreamIdT]) -> None:
+        self._client.xclaim(self.keys.rollouts, LEARNER_GROUP, self.consumer, 0, ids, justid=True)
 
     def depth(self) -> int:
         """Entries in the stream (unread plus pending)."""

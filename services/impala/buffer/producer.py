@@ -20,8 +20,8 @@ from typing import TypeVar
 from prometheus_client import CollectorRegistry
 
 from impala.buffer.metrics import BufferMetrics
-from impala.buffer.redis_client import TRANSIENT_ERRORS, async_client
 from impala.core.backoff import Backoff
+from impala.core.redis_client import TRANSIENT_ERRORS, async_client
 from impala.core.redis_keys import RunKeys
 
 log = logging.getLogger(__name__)
@@ -42,7 +42,8 @@ class RolloutProducer:
         capacity: entries the stream may hold before ``put`` waits (or sheds).
         shed_when_full: refuse (count and log) instead of waiting when full.
         producer_id: name for logs (the pool id).
-        registry: where ``impala_buffer_{depth,capacity}_rollouts`` are registered (None: nowhere).
+        registry: where the ``impala_buffer_*`` gauges are registered (None: nowhere); they read
+            the stream when Prometheus scrapes.
         on_wait: called with the seconds each ``put`` was held by backpressure (the pool passes
             ``impala_actorpool_backpressure_wait_seconds_total.inc``).
         poll_s: how often a held ``put`` re-reads the stream length.
@@ -65,9 +66,7 @@ class RolloutProducer:
             raise ValueError(f"capacity must be >= 1, got {capacity}")
         self.keys, self.capacity, self.shed_when_full = keys, capacity, shed_when_full
         self.producer_id, self.on_wait, self.poll_s = producer_id, on_wait, poll_s
-        self.metrics = BufferMetrics.create(registry) if registry is not None else None
-        if self.metrics is not None:
-            self.metrics.capacity.set(capacity)
+        self.metrics = BufferMetrics(redis_url, keys, capacity, registry) if registry is not None else None
         self.produced = 0
         self.shed = 0
         self._client = async_client(redis_url)
@@ -115,6 +114,8 @@ class RolloutProducer:
         """Stop retrying and waiting (blocked ``put`` calls raise ``ProducerClosedError``); disconnect."""
         self._closed.set()
         await self._client.aclose()
+        if self.metrics is not None:
+            self.metrics.close()
 
     async def _store(self, payloads: Sequence[bytes]) -> None:
         self._set_depth(await self._retry("xadd", lambda: self._add(payloads)))
@@ -135,8 +136,6 @@ class RolloutProducer:
 
     def _set_depth(self, depth: int) -> None:
         self._depth, self._depth_read_at = depth, time.monotonic()
-        if self.metrics is not None:
-            self.metrics.depth.set(depth)
 
     async def _still_full(self) -> bool:
         # The cached length may be stale (the learner acks in batches); re-read it at most every poll_s.

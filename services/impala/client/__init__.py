@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from impala.client.backends import EnvpoolBatch, GymnasiumBatch, make_batch
-    from impala.client.client import ClientConfig, ClientError, ClientStats, EnvClient
+    from impala.client.client import ClientConfig, ClientError, ClientStats, EnvClient, UnreachableError
     from impala.client.main import serve
     from impala.client.simulator import BatchStep, EnvBatch, Simulator, SimulatorBatch
     from impala.client.wire import ProtocolError
@@ -48,6 +48,7 @@ _HOMES = {
     "ClientError": "client",
     "ClientStats": "client",
     "EnvClient": "client",
+    "UnreachableError": "client",
     "serve": "main",
     "BatchStep": "simulator",
     "EnvBatch": "simulator",
@@ -75,6 +76,7 @@ __all__ = [
     "ProtocolError",
     "Simulator",
     "SimulatorBatch",
+    "UnreachableError",
     "make_batch",
     "serve",
 ]

@@ -8,7 +8,10 @@ A stream is Hello → Welcome, then Step → Actions in strict turn (docs/protoc
 * anything else (``UNAVAILABLE`` from a draining or unreachable pool, ``RESOURCE_EXHAUSTED``,
   ``DEADLINE_EXCEEDED``, a lost connection): log one line, wait a capped exponential backoff with
   full jitter, dial again on a fresh channel (which may land on another replica). The pool treated
-  the broken stream as a truncation of every env, so the client resets all its envs first.
+  the broken stream as a truncation of every env, so the client resets all its envs first. Before
+  the first ``Welcome`` the attempts are bounded (``connect_attempts``; a wrong address must not
+  retry forever) and ``run`` raises ``UnreachableError``; after it the client reconnects forever,
+  as pool restarts and rebalancing need.
 
 Reset-by-reconnect (``reconnect_on_reset``, one env): at each episode end the client sends one last
 Step (with ``terminated`` only when the episode truly terminated; a truncated episode sends its last
@@ -60,6 +63,18 @@ class ClientError(RuntimeError):
         self.details = details
 
 
+class UnreachableError(ClientError):
+    """No stream was ever welcomed: the address is wrong, or no pool listens there."""
+
+    def __init__(self, address: str, attempts: int, last: str) -> None:
+        super().__init__(
+            grpc.StatusCode.UNAVAILABLE,
+            f"no ActorPool answered at {address} after {attempts} attempts (last: {last}); "
+            "check --address (host:port) and that the pool is running",
+        )
+        self.address, self.attempts = address, attempts
+
+
 class _StreamLostError(Exception):
     """The pool ended the stream without an error status while the client still wanted actions."""
 
@@ -79,6 +94,7 @@ class ClientConfig:
     backoff_max_s: float = 10.0
     log_interval_s: float = 10.0
     stop_grace_s: float = 5.0
+    connect_attempts: int = 0  # failed dials before the first Welcome that end run(); 0 = retry forever
     max_message_bytes: int = 64 * 1024 * 1024
 
 
@@ -261,6 +277,9 @@ class EnvClient:
             log.error("pool refused this client", extra={"code": code.name, "detail": details})
             raise ClientError(code, details) from None
         self.stats.failures += 1
+        attempts = self.config.connect_attempts
+        if self.stats.streams == 0 and attempts and self.stats.failures >= attempts:
+            raise UnreachableError(self.config.address, attempts, f"{code.name}: {details}") from None
         log.warning(
             "stream failed; reconnecting after backoff",
             extra={"code": code.name, "detail": details, "failures": self.backoff.failures + 1},

@@ -3,7 +3,8 @@
 Vector mode runs one stream of ``num_envs`` envs. With ``--reconnect-on-reset`` it runs ``num_envs``
 one-env streams side by side, each redialing at every episode end (``max_steps`` is split among them).
 Exit status: 0 when ``max_steps`` is reached or on SIGINT/SIGTERM, 1 when the pool refuses the client
-(bad token, spec mismatch, protocol error), 2 when the env cannot be built.
+(bad token, spec mismatch, protocol error), 2 (``UserError``, one line) when the env cannot be built
+or no pool answered at the address within ``connect_attempts``.
 """
 
 from __future__ import annotations
@@ -16,11 +17,13 @@ import socket
 from dataclasses import replace
 
 from impala.client.backends import make_batch
-from impala.client.client import ClientConfig, ClientError, ClientStats, EnvClient
+from impala.client.client import ClientConfig, ClientError, ClientStats, EnvClient, UnreachableError
 from impala.client.settings import ClientSettings
 from impala.client.simulator import EnvBatch
 from impala.client.wire import ProtocolError
 from impala.core import heap, logs
+from impala.core.errors import UserError
+from impala.core.settings import secret_values
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +42,7 @@ def client_config(settings: ClientSettings) -> ClientConfig:
         backoff_max_s=settings.backoff_max_s,
         log_interval_s=settings.log_interval_s,
         stop_grace_s=settings.stop_grace_s,
+        connect_attempts=settings.connect_attempts,
     )
 
 
@@ -99,9 +103,8 @@ async def _serve(clients: list[EnvClient]) -> list[ClientStats]:
 
 def run(settings: ClientSettings) -> int:
     """Entry point of ``impala env``; returns the exit status."""
-    logs.configure(settings.log_level, settings.log_format)
+    logs.configure(settings.log_level, settings.log_format, secret_values(settings))
     heap.retain_freed_memory()
-    logs.register_secret(settings.bearer_token())
     log.info(
         "env client starting",
         extra={
@@ -113,11 +116,14 @@ def run(settings: ClientSettings) -> int:
     )
     try:
         clients = build_clients(settings)
-    except Exception as err:  # unknown env id, non-discrete actions, envpool missing: say so and stop
-        log.error("cannot build the environment", extra={"error": f"{type(err).__name__}: {err}"})
-        return 2
+    except UserError:
+        raise
+    except Exception as err:  # non-discrete actions, envpool missing: say so and stop
+        raise UserError(f"cannot build env {settings.env!r}: {err}") from err
     try:
         stats = asyncio.run(_serve(clients))
+    except UnreachableError as err:
+        raise UserError(str(err).removeprefix("UNAVAILABLE: ")) from err
     except (ClientError, ProtocolError) as err:
         log.error("env client gave up", extra={"error": str(err)})
         return 1

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Self
+from typing import Annotated, Literal, Self
 
 from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
-from impala.core.settings import BearerToken
+from impala.core.settings import CASELESS, BearerToken, LogFormat, LogLevel
 
 
 class ClientSettings(BearerToken):
@@ -26,15 +26,23 @@ class ClientSettings(BearerToken):
     )
     max_steps: int = Field(0, ge=0, description="Stop after this many env steps (0 = run until stopped).")
     seed: int = Field(0, description="Seed of the first env; env i gets seed + i.")
-    backend: str = Field("gymnasium", pattern=r"^(gymnasium|envpool)$", description="Vector env backend.")
+    backend: Annotated[Literal["gymnasium", "envpool"], CASELESS] = Field(
+        "gymnasium", description="Vector env backend."
+    )
+    connect_attempts: int = Field(
+        20,
+        ge=0,
+        description="Dial attempts before the first Welcome, then stop with exit code 2 (0 = forever); "
+        "after a first Welcome the client reconnects forever.",
+    )
     backoff_max_s: float = Field(10.0, gt=0, description="Cap of the reconnect backoff.")
     backoff_base_s: float = Field(0.1, gt=0, description="Ceiling of the first reconnect delay (doubles per failure).")
     tls: bool = Field(False, description="Use TLS with the system's root CAs (implied by tls_ca).")
     client_name: str = Field("", max_length=128, description="Name shown in the pool's logs; default: hostname-pid.")
     log_interval_s: float = Field(10.0, gt=0, description="Period of the env steps/s log line.")
     stop_grace_s: float = Field(5.0, ge=0, description="On SIGTERM, how long to wait for the pool's pending reply.")
-    log_level: str = Field("INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$", description="Log level.")
-    log_format: str = Field("json", pattern=r"^(json|text)$", description="Log line format.")
+    log_level: LogLevel = Field("INFO", description="Log level.")
+    log_format: LogFormat = Field("json", description="Log line format.")
 
     @model_validator(mode="after")
     def _check(self) -> Self:

@@ -103,6 +103,7 @@ def create_app(
     for module in (health, status, run, checkpoints, actorpool, metrics):
         app.include_router(module.router)
     _document_limits(app, settings)
+    ctx.metrics.zero_routes(app.openapi())
     return app
 
 

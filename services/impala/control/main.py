@@ -9,11 +9,11 @@ import signal
 from collections.abc import Iterator
 
 import uvicorn
-from prometheus_client import REGISTRY
 
 from impala.control.app import create_app
 from impala.control.settings import ControlSettings
-from impala.core import logs
+from impala.core import logs, metrics
+from impala.core.settings import secret_values
 
 log = logging.getLogger(__name__)
 
@@ -34,11 +34,12 @@ def _absorb_stop_signals() -> Iterator[None]:
 
 def run(settings: ControlSettings) -> int:
     """Run the control API on ``settings.host:settings.port``; 0 after a graceful stop, 1 if it cannot start."""
-    logs.configure(settings.log_level, settings.log_format)
-    logs.register_secret(settings.bearer_token())
+    logs.configure(settings.log_level, settings.log_format, secret_values(settings))
     if not settings.bearer_token():
         log.warning("no control token: every route is open (insecure=true)")
-    app = create_app(settings, registry=REGISTRY)
+    registry = metrics.service_registry()
+    app = create_app(settings, registry=registry)
+    metrics.serve(registry, settings.metrics_port)  # /metrics on a plain port too, when asked (0 = off)
     config = uvicorn.Config(
         app,
         host=settings.host,

@@ -3,10 +3,16 @@ counts requests by route template (never by raw path, so label cardinality stays
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from impala.core.metrics import zero_labels
+
+COMMANDS = ("pause", "resume", "checkpoint", "scale")
 
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
@@ -20,6 +26,20 @@ class ControlMetrics:
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> ControlMetrics:
+        metrics = cls._declare(registry)
+        zero_labels(metrics.commands, COMMANDS)
+        return metrics
+
+    def zero_routes(self, spec: Mapping[str, Any]) -> None:
+        """Export at 0 every (route, method, code) the API's OpenAPI ``spec`` declares: each route's
+        success code and its problem responses (401, 404, ...)."""
+        for path, operations in spec.get("paths", {}).items():
+            for method, operation in operations.items():
+                codes = (code for code in operation.get("responses", {}) if code.isdigit())
+                zero_labels(self.requests, ((path, method.upper(), code) for code in codes))
+
+    @classmethod
+    def _declare(cls, registry: CollectorRegistry) -> ControlMetrics:
         return cls(
             requests=Counter(
                 "impala_control_requests",

@@ -5,12 +5,16 @@
 from __future__ import annotations
 
 import os
+import pickle
 import re
 import tempfile
+import zipfile
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from impala.core.errors import UserError
 
 _NAME = re.compile(r"^ckpt-(\d{12})\.pt$")
 
@@ -56,9 +60,17 @@ def save_checkpoint(directory: Path, payload: dict[str, Any], step: int, keep: i
 
 
 def load_checkpoint(path: Path, map_location: str = "cpu") -> dict[str, Any]:
-    payload = torch.load(path, map_location=map_location, weights_only=False)
+    """The payload of ``path``; ``UserError`` (one line) when it is missing or no impala checkpoint."""
+    hint = "pass a ckpt-*.pt file from a run's checkpoints/ directory"
+    if not path.is_file():
+        raise UserError(f"checkpoint {path} does not exist; {hint}")
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=False)
+    except (pickle.UnpicklingError, EOFError, RuntimeError, ValueError, zipfile.BadZipFile) as err:
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise UserError(f"{path} is not an impala checkpoint ({reason}); {hint}") from err
     if not isinstance(payload, dict) or "model" not in payload:
-        raise ValueError(f"{path} is not an impala checkpoint (no 'model' entry)")
+        raise UserError(f"{path} is not an impala checkpoint (no 'model' entry); {hint}")
     return payload
 
 

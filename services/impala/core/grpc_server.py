@@ -40,10 +40,12 @@ class TlsFiles:
 
 class BearerAuth(grpc.aio.ServerInterceptor):
     """Refuses calls without ``authorization: Bearer <token>`` (constant-time compare) with
-    ``UNAUTHENTICATED``. The health service stays open so probes need no token."""
+    ``UNAUTHENTICATED``. The health service stays open so probes need no token. ``on_refused`` is
+    called with ``missing_token`` or ``unknown_token`` for each refused call (a metric label)."""
 
-    def __init__(self, tokens: Sequence[str]) -> None:
+    def __init__(self, tokens: Sequence[str], on_refused: Callable[[str], None] | None = None) -> None:
         self._tokens = [t.encode() for t in tokens if t]
+        self._on_refused = on_refused
 
     async def intercept_service(
         self,
@@ -62,6 +64,8 @@ class BearerAuth(grpc.aio.ServerInterceptor):
         reason = token_refusal(presented, self._tokens)
         if reason is None:
             return await continuation(handler_call_details)
+        if self._on_refused is not None:
+            self._on_refused("unknown_token" if presented else "missing_token")
         return _deny(reason)
 
 
@@ -103,6 +107,7 @@ class GrpcServer:
     max_concurrent_streams: int = 1024
     service_names: Sequence[str] = ()
     drain_hooks: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    on_refused: Callable[[str], None] | None = None  # see BearerAuth
     server: grpc.aio.Server = field(init=False)
     health: health.aio.HealthServicer = field(init=False)
     bound_port: int = field(init=False, default=0)
@@ -118,7 +123,7 @@ class GrpcServer:
             ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
             ("grpc.keepalive_permit_without_calls", 1),
         ]
-        interceptors = [BearerAuth(self.tokens)] if self.tokens else []
+        interceptors = [BearerAuth(self.tokens, self.on_refused)] if self.tokens else []
         self.server = grpc.aio.server(interceptors=interceptors, options=options)
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)

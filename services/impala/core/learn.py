@@ -10,9 +10,9 @@ trainer both call it. Termination and truncation enter through the per-step disc
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor
@@ -133,6 +133,24 @@ def make_learner_state(spec: ModelSpec, config: LearnConfig, device: torch.devic
     return LearnerState(model, optimizer, LinearDecay(optimizer, config.total_steps))
 
 
+class GradientReducer(Protocol):
+    """Turns this rank's gradients into those of the global batch's loss, in place (one all-reduce over
+    the learner ranks: ``impala.learner.distributed``). ``learn_step`` calls it between ``backward()``
+    and the grad-norm clip.
+
+    Args:
+        parameters: the model's parameters; their ``.grad`` are replaced.
+        valid_steps: valid env steps of this rank's batch.
+        mean: True when the loss is a mean over ``valid_steps`` (the global gradient is then the
+            valid-step-weighted mean of the ranks'), False when it is a sum (the gradients add up).
+
+    Returns:
+        The valid env steps of the global batch (the counters and the learning-rate schedule count them).
+    """
+
+    def __call__(self, parameters: Sequence[Tensor], valid_steps: int, *, mean: bool) -> int: ...
+
+
 def episode_starts(batch: Batch) -> Tensor:
     """done [T+1, B]: obs[t] starts an episode iff transition t−1 ended one; done[0] = False because the
     pool stores an already-reset ``initial_core_state``."""
@@ -151,8 +169,13 @@ def vtrace_inputs(batch: Batch, config: LearnConfig) -> tuple[Tensor, Tensor]:
     return rewards, discounts
 
 
-def learn_step(state: LearnerState, batch: Batch, config: LearnConfig) -> dict[str, float]:
-    """One optimizer step on ``batch``; returns losses, grad norm, learning rate and episode stats."""
+def learn_step(
+    state: LearnerState, batch: Batch, config: LearnConfig, *, reduce_gradients: GradientReducer | None = None
+) -> dict[str, float]:
+    """One optimizer step on ``batch``; returns losses, grad norm, learning rate and episode stats.
+
+    With ``reduce_gradients`` (N learner ranks) the step is that of the union of the ranks' batches.
+    """
     model = state.model
     model.train()
     out = model(batch.observation, episode_starts(batch), batch.initial_core_state)
@@ -176,10 +199,13 @@ def learn_step(state: LearnerState, batch: Batch, config: LearnConfig) -> dict[s
 
     state.optimizer.zero_grad(set_to_none=True)
     total.backward()  # type: ignore[no-untyped-call]
+    steps = batch.num_steps
+    if reduce_gradients is not None:
+        steps = reduce_gradients(list(model.parameters()), steps, mean=config.loss_reduction == "mean")
     grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_norm_clipping)
     learning_rate = state.optimizer.param_groups[0]["lr"]
     state.optimizer.step()
-    state.env_steps += batch.num_steps
+    state.env_steps += steps
     state.learner_steps += 1
     state.scheduler.env_steps = state.env_steps
     state.scheduler.step()

@@ -9,6 +9,7 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Iterable
 from typing import Any, ClassVar
 
 _RESERVED = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
@@ -76,8 +77,11 @@ def register_secret(secret: str) -> None:
         SecretMask.secrets.add(secret)
 
 
-def configure(level: str = "INFO", fmt: str = "json") -> None:
-    """Configure the root logger once per process (idempotent)."""
+def configure(level: str = "INFO", fmt: str = "json", secrets: Iterable[str] = ()) -> None:
+    """Configure the root logger once per process (idempotent); ``secrets`` are never logged, at any
+    level (pass ``impala.core.settings.secret_values(settings)``)."""
+    for secret in secrets:
+        register_secret(secret)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     handler.addFilter(SecretMask())

@@ -39,8 +39,10 @@ def _frozen(**values: Any) -> MappingProxyType[str, Any]:
     return MappingProxyType(values)
 
 
-# CartPole-v1: the defaults solve it (ADR 0016); a shorter lr-decay horizon keeps the late policy stable.
-_CARTPOLE = Preset("CartPole-v1", _frozen(total_steps=1_000_000))
+# CartPole-v1: the defaults learn it, but averaging 475 needs a near-deterministic policy: with entropy
+# 0.01 one seed of three plateaued at 454 after 500k env steps, with 0.001 all three solved (ADR 0016).
+# The shorter lr-decay horizon is ADR 0002's.
+_CARTPOLE = Preset("CartPole-v1", _frozen(total_steps=1_000_000, entropy_cost=0.001))
 
 # ALE/*: torchbeast's Atari configuration (sum-reduced losses, RMSprop ε 0.01, T 80), the IMPALA paper's
 # shallow network; ADR 0002 holds its provenance.

@@ -8,17 +8,92 @@ from __future__ import annotations
 
 import logging
 import os
+import typing
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, ClassVar, Self, TypeVar
+from typing import Annotated, Any, ClassVar, Literal, Self, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import BeforeValidator, Field, GetCoreSchemaHandler, SecretStr, model_validator
+from pydantic_core import core_schema
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from impala.core.presets import resolve, sources
 
 log = logging.getLogger(__name__)
+MASK = "**********"
+
+
+class Caseless:
+    """Marks a ``Literal`` of strings as matched without regard to case (``debug`` reads as ``DEBUG``).
+
+    ``Annotated[Literal["a", "b"], CASELESS]``: a value that equals a choice up to case becomes that
+    choice; anything else is left for the ``Literal`` to refuse, listing the choices. The CLI reads the
+    same ``Literal`` to offer the choices (``impala.core.cli_options``).
+    """
+
+    def __get_pydantic_core_schema__(self, source: Any, handler: GetCoreSchemaHandler) -> core_schema.CoreSchema:
+        choices = [str(choice) for choice in typing.get_args(source)]
+
+        def canonical(value: Any) -> Any:
+            if isinstance(value, str):
+                for choice in choices:
+                    if value.casefold() == choice.casefold():
+                        return choice
+            return value
+
+        return core_schema.no_info_before_validator_function(canonical, handler(source))
+
+
+CASELESS = Caseless()
+LogLevel = Annotated[Literal["DEBUG", "INFO", "WARNING", "ERROR"], CASELESS]
+LogFormat = Annotated[Literal["json", "text"], CASELESS]
+ModelKind = Annotated[Literal["auto", "mlp", "shallow", "resnet"], CASELESS]
+
+
+def _lower(value: Any) -> Any:
+    return value.lower() if isinstance(value, str) else value
+
+
+def read_secret(value: SecretStr, file: Path | None) -> str:
+    """A secret given as a value or as a file (the file wins; surrounding whitespace is dropped)."""
+    if file is not None:
+        return file.read_text().strip()
+    return value.get_secret_value()
+
+
+def public_values(settings: BaseSettings) -> dict[str, Any]:
+    """The one masking rule: ``settings`` as JSON-safe values, every secret replaced by ``MASK``.
+
+    Secrets are the ``SecretStr`` fields (every token is one; ``*_token_file`` fields hold only a
+    path) and the password inside a ``*_url``. Used for config.json, checkpoints and log lines.
+    """
+    out: dict[str, Any] = {}
+    for key, value in settings.model_dump().items():
+        if isinstance(value, SecretStr):
+            out[key] = MASK if value.get_secret_value() else ""
+        elif key.endswith("_url") and isinstance(value, str):
+            out[key] = _mask_url_password(value)
+        elif isinstance(value, Path):
+            out[key] = str(value)
+        else:
+            out[key] = value
+    return out
+
+
+def secret_values(settings: BaseSettings) -> list[str]:
+    """Every secret ``settings`` holds: its ``SecretStr`` values, what their ``<name>_file`` fields
+    point to, and URL passwords (``impala.core.logs`` masks them in every log line)."""
+    found: list[str] = []
+    for key, value in settings.model_dump().items():
+        if isinstance(value, SecretStr):
+            found.append(value.get_secret_value())
+            file = getattr(settings, f"{key}_file", None)
+            if isinstance(file, Path) and file.is_file():
+                found.append(read_secret(value, file))
+        elif key.endswith("_url") and isinstance(value, str) and (password := urlsplit(value).password):
+            found.append(password)
+    return [secret for secret in found if secret]
 
 
 class ServiceSettings(BaseSettings):
@@ -35,23 +110,13 @@ class ServiceSettings(BaseSettings):
         description="Run name; scopes every Redis key.",
     )
     redis_url: str = Field("redis://127.0.0.1:6379/0", description="Redis URL (redis:// or rediss://).")
-    log_level: str = Field("INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$", description="Log level.")
-    log_format: str = Field("json", pattern=r"^(json|text)$", description="Log line format.")
+    log_level: LogLevel = Field("INFO", description="Log level.")
+    log_format: LogFormat = Field("json", description="Log line format.")
     metrics_port: int = Field(0, ge=0, le=65535, description="Port of the Prometheus /metrics endpoint; 0 disables it.")
 
     def public_dict(self) -> dict[str, Any]:
-        """The settings as JSON-safe values with every secret masked (for logs and config.json)."""
-        out: dict[str, Any] = {}
-        for key, value in self.model_dump().items():
-            if isinstance(value, SecretStr):
-                out[key] = "**********" if value.get_secret_value() else ""
-            elif key.endswith("_url") and isinstance(value, str):
-                out[key] = _mask_url_password(value)
-            elif isinstance(value, Path):
-                out[key] = str(value)
-            else:
-                out[key] = value
-        return out
+        """The settings as JSON-safe values with every secret masked (``public_values``)."""
+        return public_values(self)
 
 
 def _mask_url_password(url: str) -> str:
@@ -61,6 +126,11 @@ def _mask_url_password(url: str) -> str:
         return url
     netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
     return urlunsplit(parts._replace(netloc=netloc))
+
+
+def _require_file(name: str, path: Path | None) -> None:
+    if path is not None and not path.is_file():
+        raise ValueError(f"{name} {path} does not exist")
 
 
 class BearerToken(BaseSettings):
@@ -73,15 +143,32 @@ class BearerToken(BaseSettings):
 
     @model_validator(mode="after")
     def _token_file_exists(self) -> Self:
-        if self.token_file is not None and not self.token_file.is_file():
-            raise ValueError(f"token_file {self.token_file} does not exist")
+        _require_file("token_file", self.token_file)
         return self
 
     def bearer_token(self) -> str:
         """The configured token ('' when none is set); token_file wins over token."""
-        if self.token_file is not None:
-            return self.token_file.read_text().strip()
-        return self.token.get_secret_value()
+        return read_secret(self.token, self.token_file)
+
+
+class WeightsToken(BaseSettings):
+    """The weight service's token as its clients (the learner, the pools) present it."""
+
+    model_config = ServiceSettings.model_config
+
+    weights_token: SecretStr = Field(SecretStr(""), description="Bearer token of the weight service (empty = none).")
+    weights_token_file: Path | None = Field(
+        None, description="File holding the weight service's token (wins over weights_token)."
+    )
+
+    @model_validator(mode="after")
+    def _weights_token_file_exists(self) -> Self:
+        _require_file("weights_token_file", self.weights_token_file)
+        return self
+
+    def weights_bearer_token(self) -> str:
+        """The token to present to the weight service ('' when none is set)."""
+        return read_secret(self.weights_token, self.weights_token_file)
 
 
 class TokenSettings(ServiceSettings, BearerToken):
@@ -92,7 +179,10 @@ class TokenSettings(ServiceSettings, BearerToken):
     @model_validator(mode="after")
     def _token_or_insecure(self) -> Self:
         if not self.insecure and not self.bearer_token():
-            raise ValueError("no token configured: set token or token_file, or pass insecure=true explicitly")
+            raise ValueError(
+                "no token configured: set --token-file (IMPALA_TOKEN_FILE) or --token (IMPALA_TOKEN), "
+                "or pass --insecure to run without one (never in production)"
+            )
         return self
 
 
@@ -116,15 +206,13 @@ class ModelSettings(BaseSettings):
             "the model is built from it, no Gymnasium env needed."
         ),
     )
-    model: str = Field(
-        "auto",
-        pattern=r"^(auto|mlp|shallow|resnet)$",
-        description="Network: auto picks mlp for vectors, shallow CNN for images.",
-    )
+    model: ModelKind = Field("auto", description="Network: auto picks mlp for vectors, shallow CNN for images.")
     hidden_size: int = Field(64, ge=1, le=8192, description="Width of the MLP layers and of the LSTM core.")
     use_lstm: bool = Field(False, description="Add an LSTM core (state reset at episode starts).")
-    device: str = Field(
-        "auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$", description="Torch device; auto picks CUDA when present."
+    device: Annotated[str, BeforeValidator(_lower)] = Field(
+        "auto",
+        pattern=r"^(auto|cpu|cuda(:\d+)?)$",
+        description="Torch device (auto, cpu, cuda or cuda:N); auto picks CUDA when present.",
     )
 
     def env_id(self) -> str | None:

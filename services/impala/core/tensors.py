@@ -52,11 +52,6 @@ def wire_dtype(dtype: npt.DTypeLike) -> int:
         raise TensorError(f"numpy dtype {np.dtype(dtype)} has no wire DType") from None
 
 
-def dtype_name(dtype: int) -> str:
-    """A readable name such as ``float32`` for a wire ``DType``."""
-    return _dtype_name(dtype)
-
-
 def _dtype_name(dtype: int) -> str:
     if dtype in _TO_NUMPY:
         return str(_TO_NUMPY[dtype].newbyteorder("="))
@@ -128,8 +123,3 @@ def _native_cached(dtype: npt.DTypeLike) -> np.dtype[np.generic]:
 def spec(dtype: npt.DTypeLike, shape: Sequence[int]) -> tensor_pb2.TensorSpec:
     """A TensorSpec message for a numpy dtype and shape."""
     return tensor_pb2.TensorSpec(dtype=wire_dtype(dtype), shape=list(shape))  # type: ignore[arg-type]
-
-
-def describe_spec(msg: tensor_pb2.TensorSpec) -> str:
-    """``float32[4]`` style text for error messages."""
-    return f"{_dtype_name(msg.dtype)}{list(msg.shape)}"

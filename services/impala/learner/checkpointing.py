@@ -35,7 +35,6 @@ def build_payload(state: LearnerState, progress: Progress, config: dict[str, Any
     return {
         **state.state_dict(),
         **progress.to_payload(),
-        "learner_step": state.learner_steps,
         "config": config,
         # The model's spec (spaces included): eval and export rebuild the model from it, with no env.
         "model_spec": state.model.spec.to_dict(),

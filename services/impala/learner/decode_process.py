@@ -36,6 +36,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
+from urllib.parse import urlsplit
 
 import torch
 import torch.multiprocessing  # registers the reductions that pass shared tensors to the child
@@ -69,6 +70,9 @@ class DecodeConfig:
     batch_size: int
     max_policy_lag: int
     block_ms: int = 200
+    # Batches read ahead at most (0: as many as there are slots). Learner ranks set it to the prefetch
+    # depth: a rank whose peers have no batch yet must not hoard what the bounded buffer holds.
+    max_ahead: int = 0
     log_level: str = "INFO"
     log_format: str = "json"
 
@@ -115,6 +119,8 @@ class DecodeProcess:
         self._child_conn = child_conn
         self._acks: list[str] = []
         self._held: list[int] = []  # slots learned from, not yet handed back
+        # With a read-ahead bound every learned slot goes back at once, or the child would wait for it.
+        self._return_every = 1 if config.max_ahead else RETURN_EVERY
         self._readable = select.poll()  # Connection.poll builds a selector per call: ~15 µs
         self._readable.register(self._conn.fileno(), select.POLLIN)
 
@@ -164,7 +170,7 @@ class DecodeProcess:
         at a time), and show the child the learner's policy version now."""
         self._shared_version.value = self._version()
         self._held.append(prepared.slot)
-        if len(self._held) >= RETURN_EVERY:
+        if len(self._held) >= self._return_every:
             self._return_held()
 
     def _return_held(self) -> None:
@@ -239,7 +245,8 @@ def serve(conn: Connection, config: DecodeConfig, slots: list[Batch], version: c
     """The child's main: fill free slots until told to stop or the parent is gone."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop (and acks first)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    logs.configure(config.log_level, config.log_format)
+    # A spawned child starts with an empty log mask: the Redis password is its one secret.
+    logs.configure(config.log_level, config.log_format, [urlsplit(config.redis_url).password or ""])
     heap.retain_freed_memory()
     torch.set_num_threads(1)
     consumer = RolloutConsumer(
@@ -269,6 +276,7 @@ class _Worker:
     ) -> None:
         self.conn, self.consumer, self.slots, self.version = conn, consumer, slots, version
         self.free: deque[int] = deque()
+        self.max_ahead = config.max_ahead or len(slots)
         self.to_ack: list[str] = []
         self.stopping = False
 
@@ -286,7 +294,7 @@ class _Worker:
 
     def run(self) -> None:
         while True:
-            self._receive(block=not self.free)
+            self._receive(block=not self.free or len(self.slots) - len(self.free) >= self.max_ahead)
             if self.stopping:
                 self._flush_acks()
                 return
@@ -325,7 +333,10 @@ class _Worker:
         return self.consumer.drop(ids, reason)
 
     def _receive(self, *, block: bool) -> None:
-        """Take every waiting message (waiting for one when ``block``)."""
+        """Take every waiting message (waiting for one when ``block``, meanwhile keeping the entries of
+        the batches the parent has not learned from yet from being reclaimed)."""
+        while block and not self.conn.poll(self.consumer.claim_idle_s / 3):
+            self.consumer.keep_held()
         while block or self.conn.poll():
             block = False
             message = self.conn.recv()

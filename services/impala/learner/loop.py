@@ -19,6 +19,7 @@ from impala.core.batch import Batch
 from impala.core.learn import LearnConfig, LearnerState, learn_step
 from impala.learner.checkpointing import Checkpointer, CheckpointInfo
 from impala.learner.control import CheckpointRequest, ControlPlane, StatusValue
+from impala.learner.distributed import Held, RankLostError, Ranks, Solo, Turn
 from impala.learner.metrics import LearnerMetrics
 from impala.learner.prefetch import BatchSource, Prepared
 from impala.learner.progress import Progress, RateMeter
@@ -28,6 +29,8 @@ log = logging.getLogger(__name__)
 
 _WAIT_S = 0.05  # longest pause between looks at the stop flag, pause flag and command queue
 _LOSS_TERMS = {"total": "total_loss", "pg": "pg_loss", "baseline": "baseline_loss", "entropy": "entropy_loss"}
+# Statistics of the last update that the status hash carries (metrics.csv of ``impala local`` reads them).
+_STATUS_STATS = ("pg_loss", "baseline_loss", "entropy_loss", "grad_norm", "learning_rate")
 
 
 class Acknowledger(Protocol):
@@ -50,54 +53,73 @@ class TrainingLoop:
     progress: Progress
     publisher: BackgroundPublisher | None = None
     publish_interval: int = 1
+    primary: bool = True  # rank 0 (or alone): writes checkpoints
     paused: bool = False  # effective: True once the loop has stopped stepping
+    ranks: Ranks = field(default_factory=Solo)
     _rate: RateMeter = field(default_factory=RateMeter)
     _status: dict[str, StatusValue] = field(default_factory=dict)
     _held: Prepared[Batch] | None = None  # a batch that arrived just as the run was paused
+    _last_stats: dict[str, float] = field(default_factory=dict)  # of the last update, for the status hash
 
     def run(self, stop: threading.Event) -> None:
-        """Train until ``stop`` is set, then write a final checkpoint."""
+        """Train until ``stop`` is set (on any rank), then write a final checkpoint (rank 0)."""
         self._publish(initial=True)
         self.refresh_status()
         wait_started = time.monotonic()
-        while not stop.is_set():
-            self._serve_requests()
-            if self.checkpointer.due():
-                self._periodic_checkpoint()
-            if self._hold_for_pause(stop):
+        try:
+            while True:
+                turn = self._turn(stop)
+                if turn.stop:
+                    break
+                self.progress.policy_version = turn.version
+                self._show_pause(turn.paused)
+                if turn.paused or not turn.ready or self._held is None:
+                    continue
+                self.metrics.batch_wait.observe(time.monotonic() - wait_started)
+                prepared, self._held = self._held, None
+                self._learn(prepared, turn)
                 wait_started = time.monotonic()
-                continue
-            prepared, self._held = self._held or self.prefetcher.get(timeout_s=_WAIT_S), None
-            if prepared is None:
-                continue
-            if self.control is not None and self.control.paused:
-                self._held = prepared  # paused while waiting: learn from it after resume
-                continue
-            self.metrics.batch_wait.observe(time.monotonic() - wait_started)
-            self._learn(prepared)
-            wait_started = time.monotonic()
+        except RankLostError:
+            # The state is that of the last step every rank finished: keep it for the restarted world.
+            self._final_checkpoint()
+            raise
         self._serve_requests()
-        self.checkpoint()
+        self._final_checkpoint()
 
-    def _hold_for_pause(self, stop: threading.Event) -> bool:
+    def _final_checkpoint(self) -> None:
+        if self.primary:  # the other ranks hold the same state
+            self.checkpoint()
+
+    def _turn(self, stop: threading.Event) -> Turn:
+        """Serve requests, look for a batch unless paused, and agree with the other ranks on the turn."""
+        self._serve_requests()
+        if self.checkpointer.due():
+            self._periodic_checkpoint()
         paused = self.control is not None and self.control.paused
+        if paused:
+            stop.wait(_WAIT_S)
+        elif self._held is None and not stop.is_set():
+            self._held = self.prefetcher.get(timeout_s=_WAIT_S)
+            # Paused while waiting: the batch is held and learned from after resume.
+            paused = self.control is not None and self.control.paused
+        held = Held(self._held.env_steps, self._held.batch.episode_returns) if self._held is not None else None
+        return self.ranks.agree(stop=stop.is_set(), paused=paused, version=self.progress.policy_version, held=held)
+
+    def _show_pause(self, paused: bool) -> None:
         if paused != self.paused:
             self.paused = paused
             self.metrics.paused.set(int(paused))
             self.refresh_status()
             log.info("learning paused" if paused else "learning resumed", extra={"step": self.state.learner_steps})
-        if paused:
-            stop.wait(_WAIT_S)
-        return paused
 
-    def _learn(self, prepared: Prepared[Batch]) -> None:
+    def _learn(self, prepared: Prepared[Batch], turn: Turn) -> None:
         version = self.progress.policy_version
         for acted in prepared.versions:
             lag = max(0, version - acted)  # a restarted learner may be behind the weights that acted
             self.metrics.policy_lag.observe(lag)
             self.progress.lags.append(lag)
         started = time.monotonic()
-        stats = learn_step(self.state, prepared.batch, self.config)
+        stats = learn_step(self.state, prepared.batch, self.config, reduce_gradients=self.ranks.reducer(turn))
         self.metrics.learn_time.observe(time.monotonic() - started)
         self.consumer.ack(prepared.ids)
         if self.state.learner_steps % self.publish_interval == 0:
@@ -105,18 +127,24 @@ class TrainingLoop:
         # After the version bump: the batch source screens the next rollouts' lag against it before
         # the step shows in the metrics.
         self.prefetcher.recycle(prepared)
-        self._account(prepared, stats)
+        self._account(prepared, stats, turn)
         self.refresh_status()
 
-    def _account(self, prepared: Prepared[Batch], stats: dict[str, float]) -> None:
+    def _account(self, prepared: Prepared[Batch], stats: dict[str, float], turn: Turn) -> None:
+        # Metrics count this rank's share (Prometheus sums the pods); Progress and the status hash the
+        # global batch's.
         m = self.metrics
         m.steps.inc()
         m.env_steps.inc(prepared.env_steps)
         m.rollouts_consumed.inc(len(prepared.ids))
-        m.episodes.inc(self.progress.record_episodes(prepared.batch.episode_returns))
+        self.progress.record_episodes(turn.returns, count=turn.episodes)
+        m.episodes.inc(len(prepared.batch.episode_returns))
         m.episode_return_mean.set(self.progress.return_mean)
         for term, key in _LOSS_TERMS.items():
             m.loss.labels(term=term).set(stats[key])
+        m.grad_norm.set(stats["grad_norm"])
+        m.learning_rate.set(stats["learning_rate"])
+        self._last_stats = {key: stats[key] for key in _STATUS_STATS}
 
     def _publish(self, *, initial: bool = False) -> None:
         """Hand the current parameters to the publisher under a new version (the current one on resume)."""
@@ -153,6 +181,8 @@ class TrainingLoop:
         }
 
     def _periodic_checkpoint(self) -> None:
+        if not self.primary:
+            return
         last = self.checkpointer.last
         if last is not None and last.step == self.state.learner_steps:
             self.checkpointer.postpone()  # nothing learned since (paused or starved): no new file
@@ -184,6 +214,7 @@ class TrainingLoop:
             "last_checkpoint": str(last.path) if last else "",
             "last_checkpoint_step": last.step if last else 0,
             "last_checkpoint_unix": last.created_unix if last else 0.0,
+            **self._last_stats,
         }
 
     def status(self) -> dict[str, StatusValue]:

@@ -3,11 +3,12 @@ brief: the chart's dashboards and alerts query exactly these)."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from impala.core.metrics import LATENCY_BUCKETS
+from impala.core.metrics import LATENCY_BUCKETS, LatestValue, zero_labels
 
 # Policy lag in versions: 0 is on-policy; IMPALA runs usually sit between 1 and a few tens.
 LAG_BUCKETS = (0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 1024)
@@ -27,9 +28,12 @@ class LearnerMetrics:
     rollouts_consumed: Counter
     rollouts_dropped: Counter
     policy_version: Gauge
-    last_checkpoint: Gauge
+    last_checkpoint: LatestValue
+    checkpoint_interval: Gauge
     paused: Gauge
     heartbeat: Gauge
+    grad_norm: Gauge
+    learning_rate: Gauge
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> LearnerMetrics:
@@ -40,10 +44,15 @@ class LearnerMetrics:
             registry=registry,
         )
         loss = Gauge("impala_learner_loss", "Loss of the last update, by term.", ["term"], registry=registry)
-        for reason in ("stale", "corrupt"):  # export zeros so alerts see the series before the first drop
-            dropped.labels(reason=reason)
+        zero_labels(dropped, ("stale", "corrupt"))  # zeros: the first drop shows in rate()
         for term in LOSS_TERMS:
             loss.labels(term=term)
+        heartbeat = Gauge(
+            "impala_learner_heartbeat_timestamp_seconds",
+            "Unix time of the last status heartbeat (the process start before the first).",
+            registry=registry,
+        )
+        heartbeat.set(time.time())  # a loop stuck before its first heartbeat still ages
         return cls(
             steps=Counter("impala_learner_steps_total", "Optimizer steps taken.", registry=registry),
             env_steps=Counter(
@@ -83,15 +92,22 @@ class LearnerMetrics:
             policy_version=Gauge(
                 "impala_learner_policy_version", "Version of the learner's current parameters.", registry=registry
             ),
-            last_checkpoint=Gauge(
+            last_checkpoint=LatestValue(
                 "impala_learner_last_checkpoint_timestamp_seconds",
-                "Unix time of the last checkpoint written.",
+                "Unix time of the last checkpoint this learner wrote (absent before its first).",
+                registry,
+            ),
+            checkpoint_interval=Gauge(
+                "impala_learner_checkpoint_interval_seconds",
+                "Configured seconds between periodic checkpoints (checkpoint_interval_s).",
                 registry=registry,
             ),
             paused=Gauge("impala_learner_paused", "1 while the run is paused (no optimizer steps).", registry=registry),
-            heartbeat=Gauge(
-                "impala_learner_heartbeat_timestamp_seconds",
-                "Unix time of the last status heartbeat.",
-                registry=registry,
+            heartbeat=heartbeat,
+            grad_norm=Gauge(
+                "impala_learner_grad_norm", "Gradient norm of the last update, before clipping.", registry=registry
+            ),
+            learning_rate=Gauge(
+                "impala_learner_learning_rate", "Learning rate of the last update (after decay).", registry=registry
             ),
         )

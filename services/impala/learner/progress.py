@@ -27,12 +27,13 @@ class Progress:
     returns: deque[float] = field(default_factory=lambda: deque(maxlen=RETURN_WINDOW))
     lags: deque[int] = field(default_factory=lambda: deque(maxlen=LAG_WINDOW))
 
-    def record_episodes(self, returns: Iterable[float]) -> int:
-        """Add completed episodes; returns how many."""
+    def record_episodes(self, returns: Iterable[float], count: int | None = None) -> int:
+        """Add completed episodes; ``count`` when more ended than ``returns`` holds. Returns how many."""
         added = list(returns)
         self.returns.extend(added)
-        self.episodes += len(added)
-        return len(added)
+        ended = len(added) if count is None else count
+        self.episodes += ended
+        return ended
 
     @property
     def return_mean(self) -> float:

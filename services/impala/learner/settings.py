@@ -4,23 +4,27 @@ per-env presets (impala.core.presets: torchbeast's configuration for ALE/*) fill
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field
 
-from impala.core.settings import ModelSettings, ServiceSettings
+from impala.core.settings import CASELESS, ModelSettings, ServiceSettings, WeightsToken
 
 
-class LearnerSettings(ServiceSettings, ModelSettings):
+class LearnerSettings(ServiceSettings, ModelSettings, WeightsToken):
     """Reads rollouts from Redis, runs V-trace updates, publishes weights, checkpoints."""
 
     # ModelSettings' default config (no env prefix) would otherwise win in the MRO and make the
     # learner read REDIS_URL instead of IMPALA_REDIS_URL.
     model_config = ServiceSettings.model_config
 
-    consumer: str = Field("", description="Consumer name in the learners group; default: hostname.")
+    consumer: str = Field(
+        "", description="Consumer name in the learners group; default: hostname. With N ranks, '-r<RANK>' is appended."
+    )
     unroll_length: int = Field(10, ge=1, le=10_000, description="T, steps per rollout (must match the pools).")
-    batch_size: int = Field(8, ge=1, le=4096, description="B, rollouts per update.")
+    batch_size: int = Field(
+        8, ge=1, le=4096, description="B, rollouts per update (all ranks together: each reads B / WORLD_SIZE)."
+    )
     learning_rate: float = Field(1e-3, gt=0, description="Learning rate of the optimizer (decays linearly).")
     total_steps: int = Field(
         50_000_000, ge=1, description="Env steps over which the learning rate decays linearly to 0."
@@ -28,13 +32,17 @@ class LearnerSettings(ServiceSettings, ModelSettings):
     discounting: float = Field(0.99, ge=0, le=1, description="Discount γ.")
     baseline_cost: float = Field(0.5, ge=0, description="Weight of the baseline loss.")
     entropy_cost: float = Field(0.01, ge=0, description="Weight of the entropy loss.")
-    reward_clipping: str = Field("abs_one", pattern=r"^(abs_one|none)$", description="Clip rewards to [-1, 1] or not.")
+    reward_clipping: Annotated[Literal["abs_one", "none"], CASELESS] = Field(
+        "abs_one", description="Clip rewards to [-1, 1] (abs_one) or not (none)."
+    )
     grad_norm_clipping: float = Field(0.5, gt=0, description="Global gradient-norm clip.")
-    optimizer: Literal["adam", "rmsprop"] = Field("adam", description="Optimizer: adam, or rmsprop (torchbeast's).")
+    optimizer: Annotated[Literal["adam", "rmsprop"], CASELESS] = Field(
+        "adam", description="Optimizer: adam, or rmsprop (torchbeast's)."
+    )
     adam_beta1: float = Field(0.9, ge=0, lt=1, description="Adam β1.")
     adam_beta2: float = Field(0.999, ge=0, lt=1, description="Adam β2.")
     adam_epsilon: float = Field(1e-5, gt=0, description="Adam epsilon.")
-    loss_reduction: Literal["mean", "sum"] = Field(
+    loss_reduction: Annotated[Literal["mean", "sum"], CASELESS] = Field(
         "mean", description="Average the losses over the batch's valid steps, or sum them (torchbeast)."
     )
     normalize_advantages: bool = Field(
@@ -45,7 +53,6 @@ class LearnerSettings(ServiceSettings, ModelSettings):
     rmsprop_momentum: float = Field(0.0, ge=0, lt=1, description="RMSprop momentum.")
     publish_interval: int = Field(1, ge=1, description="Publish weights every this many updates.")
     weights_address: str = Field("127.0.0.1:50052", description="host:port of the weight service.")
-    weights_token: str = Field("", description="Bearer token of the weight service (empty = none).")
     checkpoint_dir: Path = Field(Path("checkpoints"), description="Directory for checkpoints.")
     checkpoint_interval_s: float = Field(600.0, gt=0, description="Seconds between periodic checkpoints.")
     keep_checkpoints: int = Field(3, ge=1, description="Checkpoints kept; older ones are deleted.")
@@ -56,3 +63,16 @@ class LearnerSettings(ServiceSettings, ModelSettings):
     status_interval_s: float = Field(1.0, gt=0, description="Period of the status heartbeat written to Redis.")
     seed: int = Field(0, description="Torch seed.")
     prefetch: int = Field(2, ge=1, le=8, description="Collated batches prepared ahead of the learn step.")
+    dist_backend: str = Field(
+        "auto",
+        pattern=r"^(auto|gloo|nccl)$",
+        description="torch.distributed backend of N learner ranks: auto = NCCL on CUDA, gloo on CPU.",
+    )
+    dist_timeout_s: float = Field(
+        120.0,
+        gt=0,
+        description="Longest wait of a collective between learner ranks; past it a hung rank stops the others.",
+    )
+    rendezvous_timeout_s: float = Field(
+        900.0, gt=0, description="How long learner ranks wait for each other at start (pods come up one by one)."
+    )

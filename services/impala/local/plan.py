@@ -32,7 +32,7 @@ BUFFER_BATCHES = 2
 # Fields that belong to one session of the stack (fresh on every start, never carried over on resume).
 SESSION_FIELDS = frozenset(
     {"run", "redis_url", "host", "port", "metrics_port", "token", "token_file", "insecure", "address",
-     "weights_address", "weights_token", "checkpoint_dir", "checkpoint", "pool_id", "consumer", "seed",
+     "weights_address", "weights_token", "weights_token_file", "checkpoint_dir", "checkpoint", "pool_id", "consumer", "seed",
      "client_name", "log_level", "log_format", "num_envs"}
 )  # fmt: skip
 
@@ -50,6 +50,7 @@ class Topology:
     envs_per_client: int
     pools: int
     seed: int
+    learners: int = 1  # learner ranks (torch.distributed, gloo) of one run
     env_spec: Path | None = None
 
 
@@ -61,12 +62,37 @@ class Plan:
     redis_url: str
     weights: WeightsSettings
     control: ControlSettings
-    learner: LearnerSettings
+    learners: tuple[LearnerSettings, ...]  # one per rank; they differ only in their metrics port
     pools: tuple[ActorPoolSettings, ...]
     clients: tuple[ClientSettings, ...]
+    master_port: int = 0  # rendezvous of the learner ranks (0 when there is one learner)
+
+    @property
+    def learner(self) -> LearnerSettings:
+        """Rank 0: the learner that publishes, checkpoints and reports."""
+        return self.learners[0]
+
+    @property
+    def learner_names(self) -> list[str]:
+        """``learner`` alone; ``learner-0`` … ``learner-{N-1}`` for N ranks."""
+        return ["learner"] if len(self.learners) == 1 else [f"learner-{r}" for r in range(len(self.learners))]
+
+    def rank_environment(self, name: str) -> dict[str, str]:
+        """The torchrun variables of learner rank ``name`` (none for a lone learner)."""
+        if len(self.learners) == 1:
+            return {}
+        rank = self.learner_names.index(name)
+        return {
+            "RANK": str(rank),
+            "LOCAL_RANK": str(rank),
+            "WORLD_SIZE": str(len(self.learners)),
+            "MASTER_ADDR": HOST,
+            "MASTER_PORT": str(self.master_port),
+        }
 
     def services(self) -> dict[str, BaseSettings]:
-        named: dict[str, BaseSettings] = {"weights": self.weights, "control": self.control, "learner": self.learner}
+        named: dict[str, BaseSettings] = {"weights": self.weights, "control": self.control}
+        named.update(zip(self.learner_names, self.learners, strict=True))
         named.update({f"actorpool-{i}": pool for i, pool in enumerate(self.pools)})
         named.update({f"env-{i}": client for i, client in enumerate(self.clients)})
         return named
@@ -86,7 +112,7 @@ def build_plan(
     run: str,
     redis_url: str,
     checkpoint_dir: Path,
-    token_files: tuple[Path, Path],
+    token_files: tuple[Path, Path, Path],
     overrides: Mapping[str, Mapping[str, Any]] | None = None,
     saved: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> Plan:
@@ -97,29 +123,40 @@ def build_plan(
         run: Redis run name.
         redis_url: the embedded redis-server.
         checkpoint_dir: the learner's checkpoint directory (``runs/<name>/checkpoints``).
-        token_files: files holding the (ingress, control) tokens.
+        token_files: files holding the (ingress, control, weights) tokens.
         overrides: per-service fields the user set (``"learner"``, ``"actorpool"``, ``"env"``); the env's
             preset fills the rest through the one resolver (``impala.core.settings.with_presets``).
         saved: on resume, the services section of the run's ``config.json``; its non-session fields win.
     """
-    ingress_token, control_token = token_files
+    ingress_token, control_token, weights_token = token_files
     common: dict[str, Any] = {"run": run, "redis_url": redis_url, "log_format": "text"}
     weights_port = free_port(HOST)
-    weights = WeightsSettings(**common, host=HOST, port=weights_port, metrics_port=free_port(HOST))
+    weights = WeightsSettings(
+        **common, host=HOST, port=weights_port, metrics_port=free_port(HOST), token_file=weights_token, insecure=False
+    )
     control = ControlSettings(
         **common, host=HOST, port=free_port(HOST), metrics_port=0, token_file=control_token, insecure=False
     )
     overrides = overrides or {}
-    learner = LearnerSettings(
-        **_layers(overrides.get("learner"), _saved(saved, "learner"), frozenset({"env", "env_spec"})),
-        **common,
-        **_spaces(top),
-        seed=top.seed,
-        weights_address=f"{HOST}:{weights_port}",
-        checkpoint_dir=checkpoint_dir,
-        metrics_port=free_port(HOST),
+    learners = tuple(
+        with_presets(
+            LearnerSettings(
+                **_layers(
+                    overrides.get("learner"), _saved(saved, "learner", "learner-0"), frozenset({"env", "env_spec"})
+                ),
+                **common,
+                **_spaces(top),
+                seed=top.seed,
+                weights_address=f"{HOST}:{weights_port}",
+                weights_token_file=weights_token,
+                checkpoint_dir=checkpoint_dir,
+                metrics_port=free_port(HOST),
+            ),
+            environ={},
+        )
+        for _ in range(top.learners)
     )
-    learner = with_presets(learner, environ={})
+    learner = learners[0]
     # On one machine actors outrun the learner: a buffer of a few batches bounds the policy lag to a few
     # versions (backpressure slows the actors) instead of filling the default capacity with stale rollouts.
     pool_fields = {"buffer_capacity": BUFFER_BATCHES * learner.batch_size, **(overrides.get("actorpool") or {})}
@@ -142,6 +179,7 @@ def build_plan(
             token_file=ingress_token,
             insecure=False,
             weights_address=f"{HOST}:{weights_port}",
+            weights_token_file=weights_token,
             seed=top.seed + 1000 * (i + 1),
         )
         for i in range(top.pools)
@@ -159,7 +197,19 @@ def build_plan(
         )
         for i in range(top.clients)
     )
-    return Plan(run, redis_url, weights, control, learner, pools, clients)
+    if top.learners > 1:
+        need = rank_buffer_floor(learner.batch_size, top.learners, learner.prefetch)
+        pools = tuple(p.model_copy(update={"buffer_capacity": max(p.buffer_capacity, need)}) for p in pools)
+    master_port = free_port(HOST) if top.learners > 1 else 0
+    return Plan(run, redis_url, weights, control, learners, pools, clients, master_port)
+
+
+def rank_buffer_floor(batch_size: int, ranks: int, prefetch: int) -> int:
+    """The smallest buffer capacity with which N learner ranks cannot starve one another: every rank
+    but one may hold ``prefetch`` batches of B/N read ahead plus a batch not yet complete, and the last
+    still finds its B/N rollouts (the buffer counts what ranks hold; ADR 0022)."""
+    share = batch_size // ranks
+    return (ranks - 1) * ((prefetch + 1) * share - 1) + share
 
 
 def _spaces(top: Topology) -> dict[str, Any]:
@@ -220,3 +270,10 @@ def service_argv(command: str, settings: BaseSettings) -> list[str]:
 def default_envs_per_client(env: str, clients: int) -> int:
     """The preset's env slots spread over ``clients`` processes (rounded up)."""
     return max(1, -(-preset(env).num_envs // max(1, clients)))
+
+
+def effective_config_line(learner: LearnerSettings) -> str:
+    """One line with the run's effective learning and model configuration (printed at start)."""
+    names = ("env", "model", "hidden_size", "use_lstm", "unroll_length", "batch_size", "optimizer", "learning_rate",
+             "loss_reduction", "entropy_cost", "baseline_cost", "grad_norm_clipping", "discounting", "total_steps")  # fmt: skip
+    return "config: " + " ".join(f"{name}={getattr(learner, name)}" for name in names) + " (all of it in config.json)"

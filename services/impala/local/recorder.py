@@ -105,5 +105,5 @@ def tensorboard_problem() -> str | None:
     try:
         from torch.utils.tensorboard import SummaryWriter  # noqa: F401
     except ImportError as err:
-        return f"--tensorboard needs the tensorboard package ({err}); install it with: pip install tensorboard"
+        return f"--tensorboard needs the tensorboard package ({err}); install the extra: pip install 'impala-rl[tensorboard]'"
     return None

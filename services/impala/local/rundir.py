@@ -1,5 +1,6 @@
-"""The run directory ``runs/<name>/``: its name, ``endpoints.json`` (secrets, mode 0600) and
-``config.json`` (every service's exact settings, secrets masked)."""
+"""The run directory ``runs/<name>/``: its name, ``secrets/`` (the session's tokens, mode 0600, the
+only place they are written), ``endpoints.json`` (addresses, PIDs and the token files' paths) and
+``config.json`` (every service's exact settings, secrets masked by ``impala.core.settings.public_values``)."""
 
 from __future__ import annotations
 
@@ -10,10 +11,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pydantic import SecretStr
 from pydantic_settings import BaseSettings
 
-MASK = "**********"
+from impala.core.settings import public_values
+
 _RUN_NAME = re.compile(r"[^a-zA-Z0-9_.-]+")
 
 
@@ -44,25 +45,9 @@ def write_private_json(path: Path, doc: dict[str, Any]) -> None:
     write_private(path, json.dumps(doc, indent=2) + "\n")
 
 
-def masked_settings(settings: BaseSettings) -> dict[str, Any]:
-    """Settings as JSON-safe values; ``SecretStr`` fields and any field named like a token are masked."""
-    out: dict[str, Any] = {}
-    for key, value in settings.model_dump().items():
-        if isinstance(value, SecretStr):
-            value = value.get_secret_value()
-            out[key] = MASK if value else ""
-        elif key.endswith("token") and isinstance(value, str):
-            out[key] = MASK if value else ""
-        elif isinstance(value, Path):
-            out[key] = str(value)
-        else:
-            out[key] = value
-    return out
-
-
 def write_config(path: Path, local: dict[str, Any], services: dict[str, BaseSettings]) -> None:
     """``config.json``: the local options plus the exact settings each service was started with."""
-    doc = {"local": local, "services": {name: masked_settings(s) for name, s in services.items()}}
+    doc = {"local": local, "services": {name: public_values(s) for name, s in services.items()}}
     path.write_text(json.dumps(doc, indent=2, default=str) + "\n")
 
 

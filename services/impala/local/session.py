@@ -26,7 +26,16 @@ from impala.core.redis_keys import RunKeys
 from impala.core.redis_server import RedisServer, RedisServerError, free_port
 from impala.local import readiness
 from impala.local.display import Display
-from impala.local.plan import HOST, Plan, Topology, build_plan, child_environment, service_argv
+from impala.local.plan import (
+    HOST,
+    Plan,
+    Topology,
+    build_plan,
+    child_environment,
+    effective_config_line,
+    service_argv,
+)
+from impala.local.prometheus import LocalPrometheus, metrics_urls
 from impala.local.recorder import MetricsCsv, TensorBoardLog, plot_learning_curve
 from impala.local.rundir import run_name, write_config, write_private, write_private_json
 from impala.local.stack import LocalOptions, Resolved
@@ -56,9 +65,9 @@ class Session:
         self.started = time.monotonic()
         self.title = f"impala local · {resolved.env or resolved.options.env_spec} · {self.run_dir.name}"
         self.plan: Plan | None = None
-        self.tokens = ("", "")
         self._pids: dict[str, int] = {}
         self._display: Display | None = None
+        self.prometheus: LocalPrometheus | None = None
 
     def run(self) -> tuple[str, bool]:
         self.logs.mkdir(parents=True, exist_ok=True)
@@ -80,8 +89,10 @@ class Session:
             # metrics.csv ends with the reading that stopped the run; what the learner does while it
             # stops (its last steps, the final checkpoint) is in logs/learner.log.
             names = list(self.supervisor.children)
-            stages = [[n for n in names if n.startswith(prefix)] for prefix in ("env-", "actorpool-")]
-            self.supervisor.stop([*stages, ["learner"], ["weights"], ["control"], ["redis"]])
+            # Prometheus first: it would record the orderly stop as services going down.
+            stages = [[n for n in names if n.startswith(prefix)] for prefix in ("prometheus", "env-", "actorpool-")]
+            learners = [n for n in names if n.split("-")[0] == "learner"]
+            self.supervisor.stop([*stages, learners, ["weights"], ["control"], ["redis"]])
             left = self.supervisor.leftovers()
             if left:
                 log.error("processes left behind", extra={"process_groups": left})
@@ -109,11 +120,11 @@ class Session:
 
     def _start(self) -> Plan | None:
         """Start everything; None (with ``reason`` set) when stopped or failed before the stack was up."""
-        self.tokens = (secrets.token_urlsafe(24), secrets.token_urlsafe(24))
-        token_dir = self.run_dir / "secrets"
+        token_dir = (self.run_dir / "secrets").resolve()
         token_dir.mkdir(mode=0o700, exist_ok=True)
-        token_files = (token_dir / "ingress.token", token_dir / "control.token")
-        for token, path in zip(self.tokens, token_files, strict=True):
+        token_files = (token_dir / "ingress.token", token_dir / "control.token", token_dir / "weights.token")
+        for path in token_files:
+            token = secrets.token_urlsafe(24)
             register_secret(token)  # our own log lines never show them
             write_private(path, token + "\n")
         server = RedisServer(workdir=self.run_dir / "redis", port=free_port(HOST), log_file=self.logs / "redis.log")
@@ -129,24 +140,24 @@ class Session:
             self.resolved.envs_per_client,
             self.options.pools,
             self.options.seed,
+            self.options.learners,
             env_spec=self.resolved.options.env_spec,
         )
-        given = {"use_lstm": self.options.use_lstm, "hidden_size": self.options.hidden_size}
-        model = {k: v for k, v in given.items() if v is not None}  # the CLI's win over the preset
         plan = build_plan(
             top,
             run=run_name(self.run_dir),
             redis_url=server.url,
             checkpoint_dir=(self.run_dir / "checkpoints").resolve(),
             token_files=token_files,
-            overrides={"learner": model},
+            overrides=self.options.overrides,
             saved=self.resolved.saved,
         )
+        self.note(effective_config_line(plan.learner))
         services = plan.services()
         write_config(self.run_dir / "config.json", self.resolved.summary(), services)
         for name, settings in services.items():
             if not name.startswith("env-"):
-                self._spawn(name, settings)
+                self._spawn(name, settings, plan.rank_environment(name) if name in plan.learner_names else {})
         waiting = readiness.wait_until_up(plan, self.stop_event, self.options.startup_timeout_s, self._supervise)
         if waiting:
             self.reason = self.reason or "failed"
@@ -157,19 +168,31 @@ class Session:
         for name, settings in services.items():
             if name.startswith("env-"):
                 self._spawn(name, settings)
+        if self.options.prometheus:
+            self._start_prometheus(plan, token_files[1])
         self._write_endpoints(plan)
         self._announce(plan)
         self.plan = plan
         return plan
 
-    def _spawn(self, name: str, settings: BaseSettings) -> None:
+    def _spawn(self, name: str, settings: BaseSettings, environment: dict[str, str] | None = None) -> None:
         kind = name.split("-")[0]
         command = "env" if kind == "env" else kind
         # Every service shares the machine's few cores with the others; torch's intra-op threads would
         # only contend with them (the batches here are tiny), so each process computes on one thread.
-        extra = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+        extra = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", **(environment or {})}
         argv, env, log_path = service_argv(command, settings), child_environment(extra), self.logs / f"{name}.log"
         self.supervisor.start(name, lambda: spawn(argv, env, log_path), STOP_TIMEOUT_S[kind])
+
+    def _start_prometheus(self, plan: Plan, control_token: Path) -> None:
+        """Prometheus scraping every service, then the chart's rules once each target was scraped."""
+        interval = self.options.prometheus_interval_s
+        prom = LocalPrometheus(self.run_dir / "prometheus", plan.run, metrics_urls(plan), control_token, interval)
+        argv, log_path = prom.argv(), self.logs / "prometheus.log"
+        self.supervisor.start("prometheus", lambda: spawn(argv, child_environment(), log_path), 10.0)
+        if not prom.arm(timeout_s=30.0 + 3 * interval):
+            self.note(f"[yellow]prometheus did not load the alert rules; see {log_path}[/yellow]")
+        self.prometheus = prom
 
     def _supervise(self) -> None:
         """Restart what died, tell the user, and keep ``endpoints.json``'s PIDs current."""
@@ -183,21 +206,29 @@ class Session:
         doc = {
             "run": plan.run,
             "ingress": plan.ingress,
-            "ingress_token": self.tokens[0],
+            "ingress_token_file": str(plan.pools[0].token_file),
             "control_url": plan.control_url,
-            "control_token": self.tokens[1],
+            "control_token_file": str(plan.control.token_file),
             "redis_url": plan.redis_url,
+            "metrics": metrics_urls(plan),
             "pids": self._pids,
         }
+        if self.prometheus is not None:
+            doc["prometheus"] = self.prometheus.url
         write_private_json(self.run_dir / "endpoints.json", doc)
 
     def _announce(self, plan: Plan) -> None:
         self.note(
             f"impala local: run [bold]{plan.run}[/bold] in {self.run_dir}\n"
-            f"  ingress  {', '.join(plan.ingress)}  token {self.tokens[0]}\n"
-            f"  dial in: impala env --address {plan.ingress[0]} --token {self.tokens[0]} "
-            f"--env {self.resolved.env or '<your env>'}\n"
-            f"  control  {plan.control_url}  (token in {self.run_dir / 'endpoints.json'})"
+            f"  ingress  {', '.join(plan.ingress)}  token in {plan.pools[0].token_file}\n"
+            f"  dial in: impala env --address {plan.ingress[0]} --token-file {plan.pools[0].token_file}"
+            f" --env {self.resolved.env or '<your env>'}\n"
+            f"  control  {plan.control_url}  (token in {plan.control.token_file})"
+            + (
+                f"\n  prometheus  {self.prometheus.url}  (alerts: {self.prometheus.url}/alerts)"
+                if self.prometheus
+                else ""
+            )
         )
 
     def _record(

@@ -1,22 +1,22 @@
-"""``impala local``: options, their resolution (presets, resume) and the run's exit code.
+"""``impala local``: options and their resolution (presets, resume).
 
-The stack itself (start, supervise, record, stop) lives in ``impala.local.session``.
-Exit codes: 0 target reached (or, with ``--no-target``, any orderly end), 1 budget spent before the
-target or the stack could not start, 2 bad options, 130 interrupted before the target.
+The stack itself (start, supervise, record, stop) lives in ``impala.local.session``; the command's
+run and exit code in ``impala.local.main``.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
-
 from impala.core import env_spec
-from impala.core.presets import target_return
+from impala.core.envs import check_env_id
+from impala.core.presets import preset, target_return
+from impala.learner.settings import LearnerSettings
 from impala.local.plan import default_envs_per_client
+from impala.local.prometheus import prometheus_problem
 from impala.local.recorder import tensorboard_problem
 from impala.local.rundir import default_run_dir, read_config
 
@@ -40,6 +40,7 @@ class LocalOptions:
     clients: int = 2
     envs_per_client: int | None = None
     pools: int = 1
+    learners: int = 1
     target_return: float | None = None
     use_target: bool = True
     max_seconds: float = 0.0
@@ -48,8 +49,12 @@ class LocalOptions:
     seed: int = 0
     resume: Path | None = None
     tensorboard: bool = False
+    prometheus: bool = False
+    prometheus_interval_s: float = 5.0
     live: bool = True
     startup_timeout_s: float = 180.0
+    # Hyperparameters the user set (flags, --config), per service: {"learner": {...}, "actorpool": {...}}.
+    overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -95,6 +100,7 @@ def resolve(options: LocalOptions) -> Resolved:
     if options.env_spec is not None:
         return _resolve_spec_run(options, env, saved)
     env = env or DEFAULT_ENV
+    check_env_id(env)  # a UserError before anything starts, not a crash loop of every service
     target = None
     if options.use_target:
         target = options.target_return if options.target_return is not None else target_return(env)
@@ -102,6 +108,9 @@ def resolve(options: LocalOptions) -> Resolved:
             raise OptionsError(f"--target-return must be a finite number, got {target}")
     if options.tensorboard and (problem := tensorboard_problem()) is not None:
         raise OptionsError(problem)
+    if options.prometheus and (problem := prometheus_problem()) is not None:
+        raise OptionsError(problem)
+    _check_learners(options, env, saved)
     envs = options.envs_per_client or default_envs_per_client(env, options.clients)
     run_dir = options.resume or options.run_dir or default_run_dir(env)
     return Resolved(options, env, envs, target, run_dir, saved)
@@ -132,35 +141,15 @@ def _resolve_spec_run(options: LocalOptions, env: str | None, saved: dict[str, A
     return Resolved(replace(options, env_spec=spec_file), env or "", envs, target, run_dir, saved)
 
 
-def exit_code(reason: str, reached: bool, use_target: bool) -> int:
-    """0 when the target was reached, or for any orderly end without a target; see the module doc."""
-    if reached or (not use_target and reason != "failed"):
-        return 0
-    return 130 if reason == "interrupted" else 1
-
-
-def run_local(options: LocalOptions) -> int:
-    """Run the stack until the target, a budget or a signal; returns the process exit code."""
-    from impala.local.session import Session
-
-    errors = Console(stderr=True, soft_wrap=True)
-    try:
-        resolved = resolve(options)
-    except OptionsError as err:
-        errors.print(f"[red]impala local: {err}[/red]", highlight=False)
-        return 2
-    if options.resume is None and (resolved.run_dir / "config.json").exists():
-        errors.print(
-            f"[red]impala local: {resolved.run_dir} already holds a run; --resume {resolved.run_dir} continues it[/red]",
-            highlight=False,
+def _check_learners(options: LocalOptions, env: str, saved: dict[str, Any] | None) -> None:
+    """N learner ranks split each batch of B rollouts: B must be a multiple of N."""
+    learner = next((saved[n] for n in ("learner", "learner-0") if saved and n in saved), None)
+    given = (options.overrides.get("learner") or {}).get("batch_size")
+    batch = int(
+        given
+        or (learner or preset(env).overrides).get("batch_size", LearnerSettings.model_fields["batch_size"].default)
+    )
+    if batch % options.learners:
+        raise OptionsError(
+            f"--learners {options.learners} must divide the batch size {batch} (each rank learns B / N rollouts)"
         )
-        return 2
-    if resolved.target is None and options.use_target:
-        Console(soft_wrap=True).print(
-            f"impala local: {resolved.env or resolved.options.env_spec} declares no reward threshold, so this run "
-            "has no target return (pass --target-return R for one); it trains until --max-env-steps, "
-            "--max-seconds or Ctrl-C",
-            highlight=False,
-        )
-    reason, reached = Session(replace(resolved.options, env=resolved.env), resolved).run()
-    return exit_code(reason, reached, resolved.target is not None)

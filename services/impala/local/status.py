@@ -17,6 +17,14 @@ import redis
 from impala.core.redis_keys import RunKeys
 
 POOL_FRESH_S = 30.0
+# metrics.csv column -> field of the learner's status hash (the loss terms of impala_learner_loss).
+_UPDATE_STATS = {
+    "policy_loss": "pg_loss",
+    "value_loss": "baseline_loss",
+    "entropy_loss": "entropy_loss",
+    "grad_norm": "grad_norm",
+    "learning_rate": "learning_rate",
+}
 
 
 @dataclass(frozen=True)
@@ -32,6 +40,12 @@ class Snapshot:
     policy_lag_mean: float = math.nan
     buffer_depth: int = 0
     clients: int = 0
+    # Of the learner's last update (empty cells before the first).
+    policy_loss: float = math.nan
+    value_loss: float = math.nan
+    entropy_loss: float = math.nan
+    grad_norm: float = math.nan
+    learning_rate: float = math.nan
 
     @staticmethod
     def columns() -> list[str]:
@@ -77,6 +91,7 @@ def read_snapshot(client: redis.Redis, keys: RunKeys, time_s: float) -> Snapshot
         policy_lag_mean=_num(learner, "policy_lag_mean", math.nan),
         buffer_depth=depth,
         clients=clients,
+        **{column: _num(learner, key, math.nan) for column, key in _UPDATE_STATS.items()},
     )
 
 

@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 
-BENCHES = ("all", "ingress", "buffer", "learner", "weights", "e2e")
+Bench = Literal["all", "ingress", "buffer", "learner", "weights", "e2e"]
 
 
 def register(app: typer.Typer) -> None:
     @app.command("eval")
     def evaluate(
-        checkpoint: Annotated[Path, typer.Option(exists=True, dir_okay=False, help="Checkpoint file.")],
+        checkpoint: Annotated[Path, typer.Option(help="Checkpoint file (runs/<name>/checkpoints/ckpt-*.pt).")],
         env: Annotated[str | None, typer.Option(help="Gymnasium environment id (default: the checkpoint's).")] = None,
         env_spec: Annotated[
             Path | None,
@@ -39,8 +39,10 @@ def register(app: typer.Typer) -> None:
 
     @app.command("export")
     def export(
-        checkpoint: Annotated[Path, typer.Option(exists=True, dir_okay=False, help="Checkpoint file.")],
-        out: Annotated[Path, typer.Option(help="TorchScript file to write.")] = Path("policy.pt"),
+        checkpoint: Annotated[Path, typer.Option(help="Checkpoint file (runs/<name>/checkpoints/ckpt-*.pt).")],
+        out: Annotated[Path, typer.Option(help="TorchScript file to write (its directory must exist).")] = Path(
+            "policy.pt"
+        ),
     ) -> None:
         """Write a TorchScript policy that runs without impala installed."""
         from impala.tools.export import export_checkpoint
@@ -49,13 +51,34 @@ def register(app: typer.Typer) -> None:
 
     @app.command("bench")
     def bench(
-        which: Annotated[str, typer.Argument(help=f"One of {', '.join(BENCHES)}.")] = "all",
+        which: Annotated[Bench, typer.Argument(case_sensitive=False, help="Which benchmark.")] = "all",
         seconds: Annotated[float, typer.Option(min=0.1, help="Measuring time per figure.")] = 3.0,
         out: Annotated[Path, typer.Option(help="JSON results file.")] = Path("bench/results/latest.json"),
+        ranks: Annotated[
+            str,
+            typer.Option(
+                help="learner only: learner samples/s of torch.distributed worlds of these sizes, e.g. 1,2 "
+                "(each next to the first), instead of the single-learner figures."
+            ),
+        ] = "",
     ) -> None:
         """Benchmarks, each next to a bare baseline measured in the same run, printed as ratios."""
-        if which not in BENCHES:
-            raise typer.BadParameter(f"unknown benchmark {which!r}; choose from {', '.join(BENCHES)}")
+        sizes = parse_ranks(ranks)
+        if sizes and which != "learner":
+            raise typer.BadParameter("--ranks goes with the learner benchmark: impala bench learner --ranks 1,2")
         from impala.tools.bench import run_benchmarks
 
-        raise typer.Exit(run_benchmarks(which, seconds=seconds, out=out))
+        raise typer.Exit(run_benchmarks(which, seconds=seconds, out=out, ranks=sizes))
+
+
+def parse_ranks(text: str) -> tuple[int, ...]:
+    """``"1,2"`` -> (1, 2); a clear error for anything else."""
+    if not text.strip():
+        return ()
+    try:
+        sizes = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise typer.BadParameter(f"--ranks takes world sizes separated by commas, e.g. 1,2; got {text!r}") from None
+    if any(size < 1 for size in sizes):
+        raise typer.BadParameter(f"--ranks: every world size must be >= 1, got {text!r}")
+    return sizes

@@ -19,6 +19,7 @@ import torch
 
 from impala.core.env_spec import EnvSpecError, from_spaces, load_env_spec
 from impala.core.envs import make_env
+from impala.core.errors import UserError
 from impala.core.models import Policy
 from impala.tools.export import checkpoint_policy
 
@@ -106,46 +107,35 @@ def evaluate_checkpoint(
     seed: int = 0,
     video_dir: Path | None = None,
 ) -> int:
-    """``impala eval``: print mean ± std return; 0 on success, 1 on an unusable checkpoint, 2 on a video
-    problem, a spec that disagrees with the checkpoint, or a spec-only checkpoint without ``env_id``."""
+    """``impala eval``: print mean ± std return; 0 on success. ``UserError`` (exit code 2) for an
+    unusable checkpoint, an unknown env id, an env the policy cannot act in, a video problem, an env
+    spec that disagrees with the checkpoint, or a spec-only checkpoint without ``env_id``."""
     from rich.console import Console
 
-    out, err = Console(soft_wrap=True), Console(stderr=True, soft_wrap=True)
+    out = Console(soft_wrap=True)
+    model, config = checkpoint_policy(checkpoint)
     try:
-        model, config = checkpoint_policy(checkpoint)
-    except (ValueError, KeyError, RuntimeError) as error:
-        err.print(f"[red]cannot load {checkpoint}: {error}[/red]", highlight=False)
-        return 1
-    if env_spec is not None:
-        try:
-            declared = load_env_spec(env_spec)
-        except EnvSpecError as error:
-            err.print(f"[red]{error}[/red]", highlight=False)
-            return 2
-        if declared != model.spec.env_spec:
-            err.print(
-                f"[red]--env-spec {env_spec} says {declared.describe()}; the checkpoint's policy has "
-                f"{model.spec.env_spec.describe()}[/red]",
-                highlight=False,
-            )
-            return 2
+        declared = None if env_spec is None else load_env_spec(env_spec)
+    except EnvSpecError as err:
+        raise UserError(str(err)) from None
+    if declared is not None and declared != model.spec.env_spec:
+        raise UserError(
+            f"--env-spec {env_spec} says {declared.describe()}; the checkpoint's policy has "
+            f"{model.spec.env_spec.describe()}"
+        )
     if env_id is None and config.get("env_spec"):
         # A spec-only run names no env to play; the trainer's default env id is not the run's env.
-        err.print(
-            f"[red]{checkpoint} was trained from the env spec {config['env_spec']} "
-            f"({model.spec.env_spec.describe()}); impala eval plays a Gymnasium env: pass --env ID[/red]",
-            highlight=False,
+        raise UserError(
+            f"{checkpoint} was trained from the env spec {config['env_spec']} ({model.spec.env_spec.describe()}); "
+            "impala eval plays a Gymnasium env: pass --env ID"
         )
-        return 2
     env_id = env_id or str(config.get("env", "CartPole-v1"))  # default: the env the checkpoint was trained on
     if video_dir is not None and (problem := video_problem(env_id)) is not None:
-        err.print(f"[red]{problem}[/red]", highlight=False)
-        return 2
+        raise UserError(problem)
     env = make_eval_env(env_id, video_dir)
     try:
         if (mismatch := _mismatch(env, model)) is not None:
-            err.print(f"[red]{mismatch}: pass --env {config.get('env', '<the training env>')}[/red]", highlight=False)
-            return 1
+            raise UserError(f"{mismatch}: pass --env {config.get('env', '<the training env>')}")
         result = run_episodes(model, env, episodes, greedy=greedy, seed=seed)
     finally:
         env.close()

@@ -22,6 +22,7 @@ import torch
 
 from impala.core import tracing
 from impala.core.checkpoints import load_checkpoint
+from impala.core.errors import UserError
 from impala.core.models import ModelSpec, Policy, build_model, spec_for_env
 
 log = logging.getLogger(__name__)
@@ -33,7 +34,11 @@ def checkpoint_policy(path: Path) -> tuple[Policy, dict[str, Any]]:
     config: dict[str, Any] = dict(payload.get("config") or {})
     spec = _spec(payload, config)
     model = build_model(spec)
-    model.load_state_dict(payload["model"])
+    try:
+        model.load_state_dict(payload["model"])
+    except RuntimeError as err:
+        first = str(err).strip().splitlines()[0]
+        raise UserError(f"{path}: the weights do not fit the model its config describes ({first})") from err
     model.eval()
     config.setdefault("policy_version", int(payload.get("policy_version", 0)))
     return model, config
@@ -48,7 +53,7 @@ def _spec(payload: dict[str, Any], config: dict[str, Any]) -> ModelSpec:
         if isinstance(stored, ModelSpec):
             return stored
     if "env" not in config:
-        raise ValueError("checkpoint has neither a model spec nor a config with 'env'")
+        raise UserError("the checkpoint has neither a model spec nor a config with 'env'; is it an impala checkpoint?")
     return spec_for_env(
         config["env"],
         model=config.get("model", "auto"),
@@ -62,21 +67,19 @@ def export_policy(model: Policy, out: Path, metadata: dict[str, Any]) -> Path:
     traced = tracing.trace(model)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # torch 2.13 marks TorchScript deprecated
-        out.parent.mkdir(parents=True, exist_ok=True)
         extra = {"impala.json": json.dumps({**metadata, "spec": model.spec.to_dict()})}
         torch.jit.save(traced, str(out), _extra_files=extra)
     return out
 
 
 def export_checkpoint(checkpoint: Path, out: Path) -> int:
-    """``impala export``: write ``out``; 0 on success, 1 when the checkpoint cannot be used."""
+    """``impala export``: write ``out``; 0 on success. ``UserError`` when the checkpoint cannot be used
+    or ``out``'s directory does not exist (it is not created: a typo must not scatter files)."""
     from rich.console import Console
 
-    try:
-        model, config = checkpoint_policy(checkpoint)
-    except (ValueError, KeyError, RuntimeError) as err:
-        Console(stderr=True, soft_wrap=True).print(f"[red]cannot export {checkpoint}: {err}[/red]", highlight=False)
-        return 1
+    if not out.parent.is_dir():
+        raise UserError(f"--out {out}: directory {out.parent} does not exist; create it or pick another path")
+    model, config = checkpoint_policy(checkpoint)
     metadata = {"env": config.get("env"), "policy_version": config.get("policy_version"), "source": str(checkpoint)}
     export_policy(model, out, metadata)
     signature = "logits, value, h, c = policy(obs, h, c)" if model.spec.use_lstm else "logits, value = policy(obs)"

@@ -1,4 +1,4 @@
-"""The subscriber's side of the bulk data plane (``bulk.py`` has the wire format and the server).
+"""The subscriber's side of the bulk data plane (``bulk_wire.py`` has the wire format, ``bulk.py`` the server).
 
 ``push_subscribe`` opens a connection that the service keeps writing versions to
 (``PushReceiver.next`` hands out the newest complete one); this is what ``WeightSubscriber`` uses,
@@ -16,7 +16,7 @@ import asyncio
 import time
 from dataclasses import dataclass
 
-from impala.weights.bulk import FRAME, MAGIC, PUSH_MAGIC, RESPONSE, Status, keep_alive, request
+from impala.weights.bulk_wire import FRAME, MAGIC, PUSH_MAGIC, RESPONSE, Status, keep_alive, request
 
 
 class FetchError(Exception):

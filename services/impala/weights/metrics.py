@@ -6,7 +6,20 @@ from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from impala.core.metrics import LATENCY_BUCKETS
+from impala.core.metrics import LATENCY_BUCKETS, zero_labels
+
+# Label values, exported at 0 from the start (a counter born at 1 hides its first event from rate()).
+REJECTED_REASONS = ("malformed", "too_large", "checksum", "stale", "fingerprint")
+BULK_REFUSED_REASONS = (
+    "unauthenticated",
+    "gone",
+    "malformed",
+    "timeout",
+    "busy",
+    "send_timeout",
+    "disconnected",
+    "accept",
+)
 
 
 @dataclass(frozen=True)
@@ -22,6 +35,13 @@ class WeightsMetrics:
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> WeightsMetrics:
+        metrics = cls._declare(registry)
+        zero_labels(metrics.rejected, REJECTED_REASONS)
+        zero_labels(metrics.bulk_refused, BULK_REFUSED_REASONS)
+        return metrics
+
+    @classmethod
+    def _declare(cls, registry: CollectorRegistry) -> WeightsMetrics:
         return cls(
             version=Gauge("impala_weights_version", "Policy version served now.", registry=registry),
             bytes=Gauge("impala_weights_bytes", "Size of the version served now.", registry=registry),
@@ -40,14 +60,13 @@ class WeightsMetrics:
             ),
             rejected=Counter(
                 "impala_weights_rejected_total",
-                "Publish or Subscribe calls refused, by reason (malformed, too_large, checksum, stale, fingerprint).",
+                "Publish or Subscribe calls refused, by reason.",
                 ["reason"],
                 registry=registry,
             ),
             bulk_refused=Counter(
                 "impala_weights_bulk_refused_total",
-                "Bulk data-plane fetches refused or broken off, by reason "
-                "(unauthenticated, gone, malformed, timeout, busy, send_timeout, disconnected, accept).",
+                "Bulk data-plane fetches refused or broken off, by reason.",
                 ["reason"],
                 registry=registry,
             ),

@@ -80,7 +80,7 @@ def build_weight_service(settings: WeightsSettings, *, registry: CollectorRegist
     server = GrpcServer(
         host=settings.host,
         port=settings.port,
-        tokens=[settings.token] if settings.token else [],
+        tokens=[token] if (token := settings.bearer_token()) else [],
         tls=tls,
         # A chunk is at most 4 MiB of data plus a small header.
         max_message_bytes=MAX_CHUNK_BYTES + 64 * 1024,
@@ -93,7 +93,7 @@ def build_weight_service(settings: WeightsSettings, *, registry: CollectorRegist
         bulk = BulkServer(
             store,
             metrics,
-            token=settings.token,
+            token=settings.bearer_token(),
             max_connections=settings.bulk_max_connections,
             request_timeout_s=settings.bulk_request_timeout_s,
             send_timeout_s=settings.bulk_send_timeout_s,

@@ -6,15 +6,14 @@ from pathlib import Path
 
 from pydantic import Field
 
-from impala.core.settings import ServiceSettings
+from impala.core.settings import TokenSettings
 
 
-class WeightsSettings(ServiceSettings):
+class WeightsSettings(TokenSettings):
     """Relays each published weight version to every subscriber; the latest also lives in Redis."""
 
     host: str = Field("0.0.0.0", description="Address to listen on.")
     port: int = Field(50052, ge=0, le=65535, description="gRPC port (0 = any free port).")
-    token: str = Field("", description="Bearer token publishers and subscribers present (empty = none).")
     max_version_bytes: int = Field(1024 * 1024 * 1024, ge=1024, description="Largest accepted weight version.")
     chunk_bytes: int = Field(
         4 * 1024 * 1024, ge=1024, le=4 * 1024 * 1024, description="Chunk size sent to subscribers."

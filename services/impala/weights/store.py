@@ -15,8 +15,8 @@ import logging
 
 import grpc
 
-from impala.buffer.redis_client import TRANSIENT_ERRORS, async_client, sync_client
 from impala.core.backoff import Backoff
+from impala.core.redis_client import TRANSIENT_ERRORS, async_client, sync_client
 from impala.core.redis_keys import RunKeys
 from impala.weights.chunks import MAX_CHUNK_BYTES, RejectedError, WeightVersion
 

@@ -10,6 +10,8 @@ no network) on the same seed, measured in the same run.
   ``time_s`` of the first row at the target (from the start of the command, services' start-up
   included); mean over seeds 0..N-1. ``IMPALA_BENCH_E2E_SEEDS=N`` sets N (default 1, 0 skips it).
   A seed that does not solve within ``SOLVE_BUDGET_S`` is left out of the mean and counted in the name.
+- the same time to solve with ``--learners 2`` (two gloo learner ranks, each learning B/2 of every
+  batch; ADR 0022) next to ``--learners 1``, on the same seeds in the same run.
 """
 
 from __future__ import annotations
@@ -96,9 +98,10 @@ def local_throughput(workdir: Path, seconds: float) -> float:
         run.stop()
 
 
-def local_time_to_solve(workdir: Path, seed: int, target: float) -> float:
+def local_time_to_solve(workdir: Path, seed: int, target: float, learners: int = 1) -> float:
     """Seconds from the start of ``impala local`` to the target, or NaN when the budget ran out."""
-    run = LocalRun(workdir, f"solve-{seed}", seed, "--target-return", str(target), "--max-seconds", str(SOLVE_BUDGET_S))
+    flags = ["--target-return", str(target), "--max-seconds", str(SOLVE_BUDGET_S), "--learners", str(learners)]
+    run = LocalRun(workdir, f"solve-{seed}-learners-{learners}", seed, *flags)
     try:
         run.proc.wait(SOLVE_BUDGET_S + STARTUP_BUDGET_S + 120)
     finally:
@@ -144,4 +147,8 @@ def bench_e2e(seconds: float) -> list[Figure]:
             solved = sum(not math.isnan(t) for t in local)
             name = f"e2e {ENV} time to solve (≥{target:g}), mean of {solved}/{n} seeds solved"
             figures.append(Figure(name, _mean(local), "s (lower is better)", "in-process trainer", _mean(reference)))
+            ranked = [local_time_to_solve(Path(tmp), seed, target, learners=2) for seed in range(n)]
+            solved = sum(not math.isnan(t) for t in ranked)
+            name = f"e2e {ENV} time to solve, --learners 2, mean of {solved}/{n} seeds solved"
+            figures.append(Figure(name, _mean(ranked), "s (lower is better)", "--learners 1", _mean(local)))
     return figures

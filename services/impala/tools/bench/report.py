@@ -50,7 +50,13 @@ def _load(spec: str) -> Bench:
     return bench
 
 
-def run_benchmarks(which: str, *, seconds: float, out: Path) -> int:
+def _ranked(ranks: tuple[int, ...]) -> Bench:
+    from impala.tools.bench.learner_ranks import bench_learner_ranks
+
+    return lambda seconds: bench_learner_ranks(seconds, ranks)
+
+
+def run_benchmarks(which: str, *, seconds: float, out: Path, ranks: tuple[int, ...] = ()) -> int:
     console = Console()
     # The services keep freed large blocks in their heap (impala.core.heap); so does the load generator
     # and every in-process baseline here, so both sides of a ratio run on the same allocator settings.
@@ -61,7 +67,7 @@ def run_benchmarks(which: str, *, seconds: float, out: Path) -> int:
         console.print(f"[bold]bench {name}[/bold] …")
         started = time.monotonic()
         try:
-            got = _load(BENCHES[name])(seconds)
+            got = (_ranked(ranks) if ranks else _load(BENCHES[name]))(seconds)
         except Exception as err:  # one broken benchmark must not hide the others' figures
             console.print(f"[red]bench {name} failed: {err!r}[/red]")
             continue

@@ -1,5 +1,5 @@
 """Weight broadcast: 6.4 MB to 1, 4 and 16 subscribers through the weight service vs a raw-socket
-fan-out of the same bytes, measured by ``impala.weights.bench`` (subscribers in a child process).
+fan-out of the same bytes, measured by ``impala.tools.bench.weights_fanout`` (subscribers in a child process).
 
 Figures are throughputs, N × 6.4 MB over the time until the last subscriber holds the version, so a
 ratio below 1 means slower than raw sockets, as in every other figure; the target "at most 2× the raw
@@ -9,8 +9,8 @@ service, to all N holding it, over the bulk data plane), publishing end to end
 
 from __future__ import annotations
 
+from impala.tools.bench import weights_fanout as bench
 from impala.tools.bench.report import Figure
-from impala.weights import bench
 
 SIZE_BYTES = 6_400_000
 SUBSCRIBERS = (1, 4, 16)

@@ -70,7 +70,16 @@ class _Child:
     """The subscribers' process; it writes one line per event ("ready", then a finish time per version)."""
 
     def __init__(self, kind: str, port: int, n: int, expect: int, after: int = 0) -> None:
-        args = [sys.executable, "-m", "impala.weights.bench", kind, str(port), str(n), str(expect), str(after)]
+        args = [
+            sys.executable,
+            "-m",
+            "impala.tools.bench.weights_fanout",
+            kind,
+            str(port),
+            str(n),
+            str(expect),
+            str(after),
+        ]
         self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, text=True)
 
     async def line(self) -> str:
@@ -112,7 +121,9 @@ async def _raw(n: int, size: int, rounds: int) -> list[float]:
 
 async def _service(n: int, size: int, rounds: int, redis_url: str) -> dict[str, list[float]]:
     """Seconds per round (warm-up dropped) of the bulk fan-out, bulk publish and chunked fan-out."""
-    settings = WeightsSettings(host="127.0.0.1", port=0, redis_url=redis_url, run=f"bench-{os.getpid()}-{n}")
+    settings = WeightsSettings(
+        host="127.0.0.1", port=0, redis_url=redis_url, run=f"bench-{os.getpid()}-{n}", insecure=True
+    )
     service = build_weight_service(settings, registry=CollectorRegistry())
     await service.start()
     payload = os.urandom(size)
@@ -228,7 +239,7 @@ def _report(event: float | str) -> None:
 
 
 if __name__ == "__main__":
-    # The subscribers' side: python -m impala.weights.bench raw|bulk|grpc PORT N BYTES_PER_VERSION AFTER_VERSION
+    # The subscribers' side: python -m impala.tools.bench.weights_fanout raw|bulk|grpc PORT N BYTES_PER_VERSION AFTER_VERSION
     kind, port, n, expect, after = sys.argv[1], *map(int, sys.argv[2:6])
     heap.retain_freed_memory()  # as in the ActorPool that subscribes; the raw clients get the same heap
     if kind == "raw":

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from impala.weights.bench import run
+from impala.tools.bench.weights_fanout import run
 
 
 @pytest.mark.slow

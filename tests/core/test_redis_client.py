@@ -7,8 +7,8 @@ from typing import Any
 import redis
 import redis.connection
 
-from impala.buffer import redis_client
-from impala.buffer.redis_client import BUFFER_CUTOFF, async_client, sync_client
+from impala.core import redis_client
+from impala.core.redis_client import BUFFER_CUTOFF, async_client, sync_client
 
 PAYLOAD = b"\x01" * (4 * 1024 * 1024)
 XADD = ("XADD", "impala:{t}:rollouts", "*", "r", PAYLOAD)

@@ -1,4 +1,4 @@
-"""Redis client factories shared by the buffer and the weight service (torch-free).
+"""Redis client factories shared by the buffer, the learner and the weight service (torch-free).
 
 Two choices matter for multi-MB values (rollouts, weight versions):
 
