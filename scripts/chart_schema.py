@@ -19,6 +19,7 @@ from pydantic_settings import BaseSettings
 
 from impala.actorpool.settings import ActorPoolSettings
 from impala.control.settings import ControlSettings
+from impala.core.env_spec import ACTION_TYPES, OBSERVATION_DTYPES
 from impala.learner.settings import LearnerSettings
 from impala.weights.settings import WeightsSettings
 
@@ -57,9 +58,43 @@ def config_schema(settings: type[BaseSettings], keys: list[str]) -> dict[str, An
     }
 
 
+# shared.env_spec is the spec itself, in impala.core.env_spec's file format, not the path the services
+# read: the chart renders it into a ConfigMap mounted as a file and sets IMPALA_ENV_SPEC to its path.
+ENV_SPEC: dict[str, Any] = {
+    "anyOf": [
+        {"type": "null"},
+        {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["observation", "action"],
+            "properties": {
+                "observation": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "required": ["shape", "dtype"],
+                    "properties": {
+                        "shape": {"type": "array", "items": {"type": "integer", "minimum": 1}},
+                        "dtype": {"enum": list(OBSERVATION_DTYPES)},
+                    },
+                },
+                "action": {
+                    "type": "object",
+                    "required": ["type"],
+                    "properties": {"type": {"enum": list(ACTION_TYPES)}},
+                },
+            },
+        },
+    ],
+    "description": "The run's env spec (docs/bring-your-own-env.md): observation and action spaces, so the "
+    "services need no Gymnasium env; null = derive it from env.",
+}
+
+
 def shared_schema(keys: list[str]) -> dict[str, Any]:
     schema = config_schema(SHARED_FROM, keys)
     schema["description"] = "Fields every service that has them receives (pools and learner must agree)."
+    if "env_spec" in schema["properties"]:
+        schema["properties"]["env_spec"] = ENV_SPEC
     run = schema["properties"]["run"]
     run["pattern"] = f"^$|{run['pattern']}"  # empty = the release name
     return schema

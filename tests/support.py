@@ -6,6 +6,8 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
+import numpy as np
+
 V = TypeVar("V")
 
 
@@ -31,3 +33,11 @@ def wait_for(
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout_s:g} s waiting for {what}; last value: {value!r}")
         time.sleep(interval_s)
+
+
+def categorical_log_prob(logits: np.ndarray, action: np.ndarray) -> np.ndarray:
+    """float32 log softmax(logits)[action] per step: a recorded behaviour log-probability that agrees
+    with the recorded logits (``logits`` [T, A], ``action`` int [T])."""
+    shifted = logits - logits.max(-1, keepdims=True)
+    log_p = shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
+    return np.take_along_axis(log_p, action.astype(np.int64)[:, None], -1)[:, 0].astype(np.float32)

@@ -60,20 +60,21 @@ async def test_rollouts_waiting_for_a_full_sink_survive_the_client_leaving() -> 
             client.call.cancel()  # the client leaves while its stream waits on the sink
             with contextlib.suppress(asyncio.CancelledError, grpc.aio.AioRpcError):
                 await pending
-            for _ in range(100):
-                if not pool.servicer.sessions:
-                    break
-                await asyncio.sleep(0.02)
-            assert not pool.servicer.sessions
             taken = await sink.take()
-            for _ in range(100):  # the waiting rollouts are stored once there is space
-                if sink.items:
+            for _ in range(200):  # the waiting rollouts are stored once there is space
+                if len(taken) == 6 and not pool.servicer.sessions:
                     break
+                taken += await sink.take()
                 await asyncio.sleep(0.02)
-            taken += await sink.take()
+            assert not pool.servicer.sessions  # the stream ended once its last rollouts were stored
         records = [decode(payload) for payload in taken]
-        assert sorted((float(r.observation[0, 1]), r.env_index) for r in records) == [(0, 0), (0, 1), (2, 0), (2, 1)]
-        assert pool.servicer.pool.stats.rollouts_produced == 4 and pool.servicer.pool.stats.rollouts_shed == 0
+        full = [r for r in records if r.length]
+        assert sorted((float(r.observation[0, 1]), r.env_index) for r in full) == [(0, 0), (0, 1), (2, 0), (2, 1)]
+        # The stream ended right after a full unroll: each slot's episode (4 steps, ended by the client
+        # leaving) travels in an empty rollout (ADR 0018).
+        empty = sorted((r.env_index, r.episode_lengths) for r in records if not r.length)
+        assert empty == [(0, [4]), (1, [4])]
+        assert pool.servicer.pool.stats.rollouts_produced == 6 and pool.servicer.pool.stats.rollouts_shed == 0
 
 
 @pytest.mark.parametrize("inference", ["inline", "thread"])

@@ -88,9 +88,12 @@ async def test_terminated_cuts_and_truncated_bootstraps_from_final_observation()
             for t in range(1, 4):
                 await client.step(obs_for(np.ones(E), np.full(E, t), E), [1.0, 1.0])
             await client.close()
-        records = {r.env_index: r for r in decoded(sink)}
+        shipped = decoded(sink)
+    records = {r.env_index: r for r in shipped if r.length}
     r0, r1 = records[0], records[1]
     assert r0.length == T and r1.length == T
+    # The stream closed right after the full rollout: the episodes it cut (3 steps each) ship in empty rollouts.
+    assert sorted((r.env_index, r.episode_lengths) for r in shipped if not r.length) == [(0, [3]), (1, [3])]
     assert r0.terminated.tolist() == [False, True, False, False, False]
     assert not r0.truncated.any() and not r0.bootstrap_value.any()
     assert r1.truncated.tolist() == [False, True, False, False, False]

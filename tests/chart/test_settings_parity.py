@@ -27,7 +27,7 @@ SETTINGS: dict[str, type[BaseSettings]] = {
     "control": ControlSettings,
 }
 WORKLOAD_KIND = {"actorpool": "Deployment", "learner": "StatefulSet", "weights": "Deployment", "control": "Deployment"}
-MODEL = {"run", "env", "model", "hidden_size", "use_lstm", "unroll_length"}
+MODEL = {"run", "env", "env_spec", "model", "hidden_size", "use_lstm", "unroll_length"}
 # Fields set once in `shared`, so the pools and the learner cannot disagree.
 SHARED = {"actorpool": MODEL, "learner": MODEL, "weights": {"run"}, "control": {"run"}}
 

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from impala.client import EnvBatch, GymnasiumBatch, make_batch
+from impala.core.env_spec import ActionSpace
 
 HAS_ENVPOOL = importlib.util.find_spec("envpool") is not None
 X_LIMIT, THETA_LIMIT, RESET_RANGE = 2.4, 12 * 2 * np.pi / 360, 0.05
@@ -78,9 +79,22 @@ def test_gymnasium_seeds_are_reproducible() -> None:
         b.close()
 
 
-def test_non_discrete_actions_are_refused() -> None:
-    with pytest.raises(ValueError, match="Discrete"):
-        GymnasiumBatch("Pendulum-v1", 1)
+class _TupleActions(gym.Env[np.ndarray, tuple[int, int]]):
+    observation_space = gym.spaces.Box(-1.0, 1.0, (1,), np.float32)
+    action_space = gym.spaces.Tuple((gym.spaces.Discrete(2), gym.spaces.Discrete(2)))
+
+
+def test_box_actions_step_the_env_and_other_spaces_are_refused() -> None:
+    batch = GymnasiumBatch("Pendulum-v1", 2)
+    try:
+        assert batch.action_space == ActionSpace.box([1], [-2.0], [2.0])
+        batch.reset()
+        result = batch.step(np.array([[1.5], [-2.0]], np.float32))
+        assert result.observation.shape == (2, 3) and np.isfinite(result.reward).all()
+    finally:
+        batch.close()
+    with pytest.raises(ValueError, match="Discrete, MultiDiscrete or Box"):
+        GymnasiumBatch(_TupleActions, 1)
     with pytest.raises(ValueError, match="unknown backend"):
         make_batch("nope", "CartPole-v1", 1)
 

@@ -8,6 +8,7 @@ import pytest
 from impala.actorpool.v1 import actorpool_pb2
 from impala.client import ClientConfig, EnvClient, ProtocolError, SimulatorBatch, wire
 from impala.core import tensors
+from impala.core.env_spec import ActionSpace
 from tests.client.scripted_pool import Counter, ScriptedPool, decode, serving
 
 
@@ -155,7 +156,22 @@ def test_reset_by_reconnect_needs_one_env() -> None:
 def test_bad_actions_are_a_protocol_error(actions: np.ndarray, match: str) -> None:
     reply = actorpool_pb2.AgentMessage(actions=actorpool_pb2.Actions(actions=tensors.encode(actions)))
     with pytest.raises(ProtocolError, match=match):
-        wire.actions(reply, 3, 2)
+        wire.actions(reply, 3, ActionSpace.discrete(2))
     welcome = actorpool_pb2.AgentMessage(welcome=actorpool_pb2.Welcome())
     with pytest.raises(ProtocolError, match="expected Actions"):
-        wire.actions(welcome, 3, 2)
+        wire.actions(welcome, 3, ActionSpace.discrete(2))
+
+
+@pytest.mark.parametrize(
+    ("space", "actions", "match"),
+    [
+        (ActionSpace.multi_discrete([3, 2]), np.array([[0, 1], [2, 2]], np.int64), "outside"),
+        (ActionSpace.multi_discrete([3, 2]), np.zeros(2, np.int64), "shape"),
+        (ActionSpace.box([2], [-1.0, -1.0], [1.0, 1.0]), np.array([[0.0, 1.5], [0.0, 0.0]], np.float32), "outside"),
+        (ActionSpace.box([2], [-1.0, -1.0], [1.0, 1.0]), np.zeros((2, 2), np.int64), "dtype"),
+    ],
+)
+def test_actions_outside_other_spaces_are_a_protocol_error(space: ActionSpace, actions: np.ndarray, match: str) -> None:
+    reply = actorpool_pb2.AgentMessage(actions=actorpool_pb2.Actions(actions=tensors.encode(actions)))
+    with pytest.raises(ProtocolError, match=match):
+        wire.actions(reply, 2, space)

@@ -15,6 +15,7 @@ from impala.core.learn import LearnConfig, episode_starts, learn_step, make_lear
 from impala.core.models import ModelSpec
 from impala.core.rollouts import RolloutRecord
 from impala.learner.settings import LearnerSettings
+from tests.support import categorical_log_prob
 
 A = 3
 
@@ -32,8 +33,9 @@ def record(T: int, length: int, seed: int, *, state_size: int = 0) -> RolloutRec
     obs = rng.normal(size=(T + 1, 4)).astype(np.float32)
     return RolloutRecord(
         observation=obs,
-        action=np.where(valid, rng.integers(0, A, T), 0),
-        behaviour_logits=rng.normal(size=(T, A)).astype(np.float32),
+        action=(action := np.where(valid, rng.integers(0, A, T), 0)),
+        behaviour_logits=(logits := rng.normal(size=(T, A)).astype(np.float32)),
+        behaviour_log_prob=categorical_log_prob(logits, action),
         reward=(rng.normal(size=T) * 2).astype(np.float32),
         terminated=terminated,
         truncated=truncated,
@@ -52,7 +54,8 @@ def unpadded(rec: RolloutRecord) -> RolloutRecord:
     return RolloutRecord(
         observation=rec.observation[: L + 1],
         **{
-            name: getattr(rec, name)[:L] for name in ("action", "behaviour_logits", "reward", "terminated", "truncated")
+            name: getattr(rec, name)[:L]
+            for name in ("action", "behaviour_logits", "behaviour_log_prob", "reward", "terminated", "truncated")
         },
         bootstrap_value=rec.bootstrap_value[:L],
         mask=rec.mask[:L],

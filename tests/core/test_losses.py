@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 import torch
 
+from impala.core import distributions
+from impala.core.env_spec import ActionSpace
 from impala.core.losses import baseline_loss, entropy_loss, policy_gradient_loss
 
 T, B, A = 5, 3, 4
@@ -32,6 +34,14 @@ def data() -> dict[str, np.ndarray]:
     }
 
 
+def log_prob(logits: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+    return distributions.log_prob(ActionSpace.discrete(A), logits, actions)
+
+
+def entropy(logits: torch.Tensor) -> torch.Tensor:
+    return distributions.entropy(ActionSpace.discrete(A), logits)
+
+
 def leaf(array: np.ndarray) -> torch.Tensor:
     return torch.tensor(array, dtype=torch.float64, requires_grad=True)
 
@@ -43,7 +53,7 @@ def grad(x: torch.Tensor) -> np.ndarray:
 
 def test_policy_gradient_loss_and_gradient_match_numpy(data: dict[str, np.ndarray]) -> None:
     logits, advantages = leaf(data["logits"]), leaf(data["advantages"])
-    loss = policy_gradient_loss(logits, torch.tensor(data["actions"]), advantages, torch.tensor(data["mask"]))
+    loss = policy_gradient_loss(log_prob(logits, torch.tensor(data["actions"])), advantages, torch.tensor(data["mask"]))
     loss.backward()  # type: ignore[no-untyped-call]
     p, m, adv = softmax(data["logits"]), data["mask"], data["advantages"]
     onehot = np.eye(A)[data["actions"]]
@@ -66,7 +76,7 @@ def test_baseline_loss_and_gradient_match_numpy(data: dict[str, np.ndarray]) -> 
 
 def test_entropy_loss_and_gradient_match_numpy(data: dict[str, np.ndarray]) -> None:
     logits = leaf(data["logits"])
-    loss = entropy_loss(logits, torch.tensor(data["mask"]))
+    loss = entropy_loss(entropy(logits), torch.tensor(data["mask"]))
     loss.backward()  # type: ignore[no-untyped-call]
     p, m = softmax(data["logits"]), data["mask"]
     neg_entropy = (p * np.log(p)).sum(-1)
@@ -95,9 +105,9 @@ def test_masked_steps_change_neither_value_nor_gradient(data: dict[str, np.ndarr
             torch.tensor(d["targets"]),
         )
         terms = [
-            policy_gradient_loss(logits, actions, advantages, mask),
+            policy_gradient_loss(log_prob(logits, actions), advantages, mask),
             baseline_loss(values, targets, mask),
-            entropy_loss(logits, mask),
+            entropy_loss(entropy(logits), mask),
         ]
         torch.stack(terms).sum().backward()  # type: ignore[no-untyped-call]
         assert logits.grad is not None and values.grad is not None

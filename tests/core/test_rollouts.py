@@ -10,6 +10,7 @@ from impala.core import tensors
 from impala.core.rollouts import RolloutRecord, from_proto, to_proto
 from impala.core.tensors import TensorError
 from impala.rollout.v1 import rollout_pb2
+from tests.support import categorical_log_prob
 
 T, A = 6, 3
 
@@ -24,8 +25,9 @@ def make_record(length: int = T, obs_dtype: type = np.float32, state: bool = Tru
         bootstrap[length - 1] = 1.5
     return RolloutRecord(
         observation=(rng.random((T + 1, 2, 2)) * 255).astype(obs_dtype),
-        action=np.where(valid, rng.integers(0, A, T), 0).astype(np.int64),
-        behaviour_logits=(rng.normal(size=(T, A)) * valid[:, None]).astype(np.float32),
+        action=(action := np.where(valid, rng.integers(0, A, T), 0).astype(np.int64)),
+        behaviour_logits=(logits := (rng.normal(size=(T, A)) * valid[:, None]).astype(np.float32)),
+        behaviour_log_prob=categorical_log_prob(logits, action),
         reward=(rng.normal(size=T) * valid).astype(np.float32),
         terminated=np.zeros(T, dtype=bool),
         truncated=truncated,

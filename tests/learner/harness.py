@@ -19,6 +19,7 @@ from impala.core.redis_keys import RunKeys
 from impala.core.rollouts import RolloutRecord, to_proto
 from impala.learner.main import Learner, build_learner
 from impala.learner.settings import LearnerSettings
+from tests.support import categorical_log_prob
 
 RUN = "lt"
 KEYS = RunKeys(RUN)
@@ -37,8 +38,9 @@ def rollout(*, version: int = 0, length: int = T, returns: tuple[float, ...] = (
         terminated[length - 1] = True
     record = RolloutRecord(
         observation=rng.normal(size=(T + 1, 4)).astype(np.float32) * np.r_[valid, True][:, None],
-        action=np.where(valid, rng.integers(0, 2, T), 0).astype(np.int64),
-        behaviour_logits=(rng.normal(size=(T, 2)) * valid[:, None]).astype(np.float32),
+        action=(action := np.where(valid, rng.integers(0, 2, T), 0).astype(np.int64)),
+        behaviour_logits=(logits := (rng.normal(size=(T, 2)) * valid[:, None]).astype(np.float32)),
+        behaviour_log_prob=categorical_log_prob(logits, action),
         reward=valid.astype(np.float32),
         terminated=terminated,
         truncated=np.zeros(T, dtype=bool),

@@ -17,6 +17,7 @@ from impala.learner.batch_decoding import BatchDecoder, Column, Refused
 from impala.learner.decoding import blank_record, rollout_decoder
 from impala.rollout.v1 import rollout_pb2
 from impala.tensor.v1 import tensor_pb2
+from tests.support import categorical_log_prob
 
 T = 5
 SPECS = {
@@ -41,8 +42,9 @@ def record(spec: ModelSpec, seed: int, length: int = T) -> RolloutRecord:
     state = tuple(rng.normal(size=spec.hidden_size).astype(np.float32) for _ in range(2)) if spec.use_lstm else ()
     return RolloutRecord(
         observation=observation,
-        action=np.where(valid, rng.integers(0, spec.num_actions, T), 0).astype(np.int64),
-        behaviour_logits=rng.normal(size=(T, spec.num_actions)).astype(np.float32),
+        action=(action := np.where(valid, rng.integers(0, spec.num_actions, T), 0).astype(np.int64)),
+        behaviour_logits=(logits := rng.normal(size=(T, spec.num_actions)).astype(np.float32)),
+        behaviour_log_prob=categorical_log_prob(logits, action),
         reward=(rng.normal(size=T) * valid).astype(np.float32),
         terminated=terminated,
         truncated=np.zeros(T, dtype=bool),

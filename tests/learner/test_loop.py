@@ -73,12 +73,14 @@ def test_corrupt_and_stale_rollouts_are_dropped_and_counted(
         wait_for(lambda: sample(registry, "impala_learner_steps_total"), lambda v: v == 1)
         produce(redis_client, [rollout(version=1), rollout(version=2)])  # learner at version 2: lag 1 allowed
         wait_for(lambda: sample(registry, "impala_learner_steps_total"), lambda v: v == 2)
-        # The learner is at version 3 now: lag 3 - 0 exceeds the limit of 1.
-        produce(redis_client, [rollout(version=0), rollout(version=3), rollout(version=3)])
+        # The learner is at version 3 now: lag 3 - 0 exceeds the limit of 1. The stale rollout's episode
+        # still happened: it is counted, though its steps are not learned from.
+        produce(redis_client, [rollout(version=0, length=3, returns=(3.0,)), rollout(version=3), rollout(version=3)])
         wait_for(lambda: sample(registry, "impala_learner_steps_total"), lambda v: v == 3)
         wait_for(lambda: redis_client.xlen(KEYS.rollouts), lambda n: n == 0)
         assert sample(registry, "impala_learner_rollouts_dropped_total", reason="corrupt") == 2
         assert sample(registry, "impala_learner_rollouts_dropped_total", reason="stale") == 1
+        assert sample(registry, "impala_learner_episodes_total") == 1
         assert counters(redis_client) == {"rollouts_consumed": 6, "rollouts_dropped": 3}
         assert learner.loop.progress.policy_version == 4
 

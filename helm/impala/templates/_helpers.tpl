@@ -201,6 +201,9 @@ redis-url
 {{/* Annotations that roll a pod when its ConfigMap or a Secret it reads changes. */}}
 {{- define "impala.checksums" -}}
 checksum/config: {{ include (print .ctx.Template.BasePath "/" .component "/configmap.yaml") .ctx | sha256sum }}
+{{- if .ctx.Values.shared.env_spec }}
+checksum/env-spec: {{ toJson .ctx.Values.shared.env_spec | sha256sum }}
+{{- end }}
 checksum/secrets: {{ include (print .ctx.Template.BasePath "/secrets.yaml") .ctx | sha256sum }}
 {{- end -}}
 
@@ -270,4 +273,30 @@ from:
 ports:
   - port: metrics
     protocol: TCP
+{{- end -}}
+
+{{/*
+shared.env_spec: the spec rendered as a file. envSpecManaged sets env_spec (its path) in a component's
+managed ConfigMap fields; envSpecMount / envSpecVolume mount it. (dict "ctx" $ ...)
+*/}}
+{{- define "impala.envSpecPath" -}}/etc/impala/env-spec/spec.json{{- end -}}
+
+{{- define "impala.envSpecManaged" -}}
+{{- if .ctx.Values.shared.env_spec }}{{ $_ := set .managed "env_spec" (include "impala.envSpecPath" .ctx) }}{{ end -}}
+{{- end -}}
+
+{{- define "impala.envSpecMount" -}}
+{{- if .ctx.Values.shared.env_spec }}
+- name: env-spec
+  mountPath: /etc/impala/env-spec
+  readOnly: true
+{{- end }}
+{{- end -}}
+
+{{- define "impala.envSpecVolume" -}}
+{{- if .ctx.Values.shared.env_spec }}
+- name: env-spec
+  configMap:
+    name: {{ include "impala.fullname" .ctx }}-env-spec
+{{- end }}
 {{- end -}}

@@ -202,6 +202,7 @@ class DynamicBatcher:
                     ActResult(
                         action=result.action[start:end],
                         logits=result.logits[start:end],
+                        log_prob=result.log_prob[start:end],
                         baseline=result.baseline[start:end],
                         state=tuple(s[start:end] for s in result.state),
                         version=result.version,

@@ -17,7 +17,7 @@ from impala.buffer.producer import RolloutProducer
 from impala.core import heap, logs, metrics
 from impala.core.checkpoints import load_policy_weights
 from impala.core.device import resolve_device
-from impala.core.models import build_model, fingerprint, spec_for_env
+from impala.core.models import build_model, fingerprint, spec_from_settings
 from impala.core.redis_keys import RunKeys
 from impala.core.settings import secret_values, with_presets
 from impala.core.state_codec import decode_state
@@ -35,7 +35,7 @@ async def decoded_updates(subscriber: WeightSubscriber) -> AsyncIterator[tuple[i
 async def serve(settings: ActorPoolSettings) -> None:
     torch.set_num_threads(1)  # the batched forward is small; one thread leaves the other core to gRPC
     settings = with_presets(settings)  # the learner resolves the same way: same model, same T
-    spec = spec_for_env(settings.env, settings.model, settings.hidden_size, settings.use_lstm)
+    spec = spec_from_settings(settings)
     model = build_model(spec)
     version = 0
     if settings.checkpoint is not None:

@@ -5,8 +5,8 @@ next forward pass, so a batch never mixes versions and every action is stamped w
 chose it. The forward pass and the sampling are one TorchScript trace (``impala.core.tracing.Acting``:
 about half the time of the eager module for small models); it shares the model's parameters, so a
 swap reaches it. A batch makes one call into torch and no other: every torch call lets go of the GIL,
-and on a busy pool gRPC's poller thread takes it each time (ADR 0014). The sampling noise comes from
-a seeded numpy generator, which keeps the GIL.
+and on a busy pool gRPC's poller thread takes it each time (ADR 0014). The sampling noise (Gumbel for
+categorical heads, normal for the Gaussian) comes from a seeded numpy generator, which keeps the GIL.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
-from impala.core import tracing
+from impala.core import distributions, tracing
 from impala.core.models import Policy
 
 log = logging.getLogger(__name__)
@@ -29,8 +29,9 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class ActResult:
-    action: npt.NDArray[np.int64]  # [N]
-    logits: npt.NDArray[np.float32]  # [N, A]
+    action: npt.NDArray[Any]  # [N, *action_shape], int64 or float32 (box: the unclipped sample)
+    logits: npt.NDArray[np.float32]  # [N, P], the action distribution's parameters
+    log_prob: npt.NDArray[np.float32]  # [N], log μ(action)
     baseline: npt.NDArray[np.float32]  # [N]
     state: tuple[npt.NDArray[np.float32], ...]  # each [N, *state_shape]
     version: int
@@ -52,7 +53,9 @@ class PolicyHolder:
         self._lock = threading.Lock()
         self._rng = np.random.default_rng(seed)
         self.state_shapes = tuple(tuple(s.shape[1:]) for s in model.initial_state(1))
-        self.num_actions = model.spec.num_actions
+        space = model.spec.actions
+        self.noise_size = distributions.noise_size(space)
+        self._normal_noise = distributions.noise_is_normal(space)
         self._forward = _acting_forward(self.model, self.device)
 
     def offer(self, version: int, state_dict: dict[str, torch.Tensor]) -> None:
@@ -85,13 +88,15 @@ class PolicyHolder:
         if state and done.any():  # episodes (re)start: zero state, as ``Policy.act`` does
             keep = ~done.reshape(-1, 1)
             state = tuple(np.where(keep, s, np.float32(0.0)) for s in state)
-        gumbel = self._rng.gumbel(size=(obs.shape[0], self.num_actions)).astype(np.float32)
+        size = (obs.shape[0], self.noise_size)
+        draw = self._rng.standard_normal if self._normal_noise else self._rng.gumbel
+        noise = draw(size=size).astype(np.float32)
         if self.device.type == "cpu":
             with torch.inference_mode():
-                outputs = self._forward(torch.from_numpy(obs), torch.from_numpy(gumbel), *map(torch.from_numpy, state))
-            logits, baseline, action, *core_state = (t.numpy() for t in outputs)
+                outputs = self._forward(torch.from_numpy(obs), torch.from_numpy(noise), *map(torch.from_numpy, state))
+            logits, baseline, action, log_prob, *core_state = (t.numpy() for t in outputs)
         else:
-            logits, baseline, action, *core_state = self._on_device(obs, gumbel, state)
+            logits, baseline, action, log_prob, *core_state = self._on_device(obs, noise, state)
         if not (np.isfinite(logits).all() and np.isfinite(baseline).all()):
             # argmax over NaN still picks an index: say so instead of acting on garbage.
             bad = int((~np.isfinite(logits).all(axis=-1) | ~np.isfinite(baseline)).sum())
@@ -101,6 +106,7 @@ class PolicyHolder:
         result = ActResult(
             action=action,
             logits=logits.astype(np.float32, copy=False),
+            log_prob=log_prob.astype(np.float32, copy=False),
             baseline=baseline.astype(np.float32, copy=False),
             state=tuple(s.astype(np.float32, copy=False) for s in core_state),
             version=self.version,
@@ -108,12 +114,12 @@ class PolicyHolder:
         return result, swapped
 
     def _on_device(
-        self, obs: npt.NDArray[np.generic], gumbel: npt.NDArray[np.float32], state: tuple[npt.NDArray[np.float32], ...]
+        self, obs: npt.NDArray[np.generic], noise: npt.NDArray[np.float32], state: tuple[npt.NDArray[np.float32], ...]
     ) -> list[npt.NDArray[Any]]:
         dev = self.device
         with torch.inference_mode():
             outputs = self._forward(
-                *(torch.from_numpy(a).to(dev, non_blocking=True) for a in (obs, gumbel, *state)),
+                *(torch.from_numpy(a).to(dev, non_blocking=True) for a in (obs, noise, *state)),
             )
             return [t.float().cpu().numpy() if t.is_floating_point() else t.cpu().numpy() for t in outputs]
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
+from impala.core.env_spec import ActionSpace
 from impala.core.rollouts import RolloutRecord, to_proto
 
 Array = npt.NDArray[np.generic]
@@ -28,7 +29,7 @@ class StreamRollouts:
         num_envs: int,
         observation_shape: tuple[int, ...],
         observation_dtype: np.dtype[np.generic],
-        num_actions: int,
+        action_space: ActionSpace,
         state_shapes: tuple[tuple[int, ...], ...],
         producer_id: str,
         session_id: str,
@@ -38,8 +39,9 @@ class StreamRollouts:
         # Not zeroed: every row is written before it ships (``act`` writes obs[t] for t <= L, ``close``
         # zeroes the rest), and for pixels this buffer is tens of MB that zeroing would fault in at once.
         self.obs: Array = np.empty((T + 1, E, *observation_shape), dtype=observation_dtype)
-        self.action = np.zeros((T, E), dtype=np.int64)
-        self.logits = np.zeros((T, E, num_actions), dtype=np.float32)
+        self.action: Array = np.zeros((T, E, *action_space.shape_per_env), dtype=action_space.dtype)
+        self.logits = np.zeros((T, E, action_space.param_size), dtype=np.float32)
+        self.log_prob = np.zeros((T, E), dtype=np.float32)
         self.reward = np.zeros((T, E), dtype=np.float32)
         self.terminated = np.zeros((T, E), dtype=np.bool_)
         self.truncated = np.zeros((T, E), dtype=np.bool_)
@@ -52,8 +54,10 @@ class StreamRollouts:
         self.t = 0  # transitions completed in the current rollout
         self.producer_id, self.session_id = producer_id, session_id
 
-    def act(self, obs: Array, action: Array, logits: Array, version: int, state_in: tuple[Array, ...]) -> None:
-        """Record the observation the policy just acted on (``obs[t]``) and its action."""
+    def act(
+        self, obs: Array, action: Array, logits: Array, log_prob: Array, version: int, state_in: tuple[Array, ...]
+    ) -> None:
+        """Record the observation the policy just acted on (``obs[t]``), its action and log μ(action)."""
         t = self.t
         if t == 0:
             for buf, value in zip(self.initial_state, state_in, strict=True):
@@ -61,6 +65,7 @@ class StreamRollouts:
         self.obs[t] = obs
         self.action[t] = action
         self.logits[t] = logits
+        self.log_prob[t] = log_prob
         self.versions[t] = version
 
     def transition(
@@ -100,20 +105,32 @@ class StreamRollouts:
         return payloads
 
     def close(self, last_values: npt.NDArray[np.float32]) -> list[bytes]:
-        """The stream ended: truncate every slot at its last observation and ship what is there."""
+        """The stream ended: truncate every slot at its last observation and ship what is there.
+
+        Every episode the stream was in counts as ended here, once. When the last Step completed a
+        rollout (L = 0: its chain already bootstraps from V(obs[T]), the last observation, as a truncation
+        does) the slots in an episode ship an empty rollout (length 0, all padding) that carries it.
+        """
         L = self.t
+        slots: list[int] | None = None  # all
         if L == 0:
-            return []
-        last = L - 1
-        open_slots = ~(self.terminated[last] | self.truncated[last])
-        self.truncated[last] |= open_slots
-        self.bootstrap[last] = np.where(open_slots, last_values, self.bootstrap[last])
-        for i in np.flatnonzero(open_slots & (self.ep_length > 0)):  # the disconnect ended these episodes
-            self.episodes[i].append((float(self.ep_return[i]), int(self.ep_length[i])))
-        self.obs[L + 1 :] = 0
+            slots = np.flatnonzero(self.ep_length > 0).tolist()
+            if not slots:
+                return []
+            for i in slots:
+                self.episodes[i].append((float(self.ep_return[i]), int(self.ep_length[i])))
+        else:
+            last = L - 1
+            open_slots = ~(self.terminated[last] | self.truncated[last])
+            self.truncated[last] |= open_slots
+            self.bootstrap[last] = np.where(open_slots, last_values, self.bootstrap[last])
+            for j in np.flatnonzero(open_slots & (self.ep_length > 0)):  # the disconnect ended these episodes
+                self.episodes[j].append((float(self.ep_return[j]), int(self.ep_length[j])))
+        self.obs[L + 1 if L else 0 :] = 0
         for buf in (
             self.action,
             self.logits,
+            self.log_prob,
             self.reward,
             self.terminated,
             self.truncated,
@@ -121,7 +138,7 @@ class StreamRollouts:
             self.versions,
         ):
             buf[L:] = 0
-        return self._ship(L)
+        return self._ship(L, slots)
 
     def _add_step(self, reward: npt.NDArray[np.float32]) -> None:
         self.ep_return += reward
@@ -136,14 +153,16 @@ class StreamRollouts:
         self.ep_return[ended] = 0.0
         self.ep_length[ended] = 0
 
-    def _ship(self, length: int) -> list[bytes]:
+    def _ship(self, length: int, slots: list[int] | None = None) -> list[bytes]:
+        """Serialize the rollouts of ``slots`` (default: all), each carrying its slot's ended episodes."""
         mask = np.arange(self.T) < length
         payloads = []
-        for i in range(self.E):
+        for i in range(self.E) if slots is None else slots:
             record = RolloutRecord(
                 observation=self.obs[:, i],
                 action=self.action[:, i],
                 behaviour_logits=self.logits[:, i],
+                behaviour_log_prob=self.log_prob[:, i],
                 reward=self.reward[:, i],
                 terminated=self.terminated[:, i],
                 truncated=self.truncated[:, i],

@@ -57,7 +57,7 @@ def register_servicer(servicer: ActorPoolServicer, server: grpc.aio.Server) -> N
 
 
 def env_spec(spec: ModelSpec) -> EnvSpec:
-    return EnvSpec(np.dtype(spec.observation_dtype), tuple(spec.observation_shape), spec.num_actions)
+    return EnvSpec(np.dtype(spec.observation_dtype), tuple(spec.observation_shape), spec.actions)
 
 
 def default_pool_id() -> str:

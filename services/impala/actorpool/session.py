@@ -101,13 +101,14 @@ class Session:
         policy = self.pool.batcher.policy
         self.state = policy.initial_state(E)
         self.checker = StepChecker(self.pool.spec, E)
-        tensors.encode(np.zeros(E, dtype=np.int64), out=self.reply.actions.actions)
+        space = self.pool.spec.action
+        tensors.encode(np.zeros((E, *space.shape_per_env), dtype=space.dtype), out=self.reply.actions.actions)
         self.rollouts = StreamRollouts(
             unroll_length=self.pool.config.unroll_length,
             num_envs=E,
             observation_shape=self.pool.spec.observation_shape,
             observation_dtype=self.pool.spec.observation_dtype,
-            num_actions=self.pool.spec.num_actions,
+            action_space=self.pool.spec.action,
             state_shapes=policy.state_shapes,
             producer_id=self.pool.config.pool_id,
             session_id=self.session_id,
@@ -154,7 +155,9 @@ class Session:
         if self.pool.control.paused:
             await self.pool.control.wait_running()
         actions = self.reply.actions
-        actions.actions.data = result.action[: self.num_envs].astype("<i8", copy=False).tobytes()
+        # Box samples go out clipped to the bounds; the rollout keeps the unclipped one (docs/protocol.md).
+        action = self.pool.spec.action.clip(result.action[: self.num_envs])
+        actions.actions.data = action.astype(action.dtype.newbyteorder("<"), copy=False).tobytes()
         actions.policy_version = result.version
         await self.context.write(self.reply)
         self.pool.metrics.action_latency.observe(time.perf_counter() - received)
@@ -229,7 +232,9 @@ class Session:
                 payloads = self.rollouts.transition_without_ends(step.reward, step.observation)
             self.pool.metrics.env_steps.inc(E)
             self.pool.stats.env_steps += E
-        self.rollouts.act(step.observation, result.action[:E], result.logits[:E], result.version, state_in)
+        self.rollouts.act(
+            step.observation, result.action[:E], result.logits[:E], result.log_prob[:E], result.version, state_in
+        )
         self.state = tuple(s[:E] for s in result.state)
         self.last_values = result.baseline[:E]
         if payloads:

@@ -12,6 +12,7 @@ import numpy.typing as npt
 from impala.actorpool.errors import StreamError, invalid, precondition
 from impala.actorpool.v1 import actorpool_pb2
 from impala.core import tensors
+from impala.core.env_spec import ActionSpace, EnvSpecError
 
 PROTOCOL_VERSION = 1
 MAX_CLIENT_NAME = 128
@@ -19,11 +20,16 @@ MAX_CLIENT_NAME = 128
 
 @dataclass(frozen=True)
 class EnvSpec:
-    """What the pool's model accepts: one env's observation and the action count."""
+    """What the pool's model accepts: one env's observation and action space."""
 
     observation_dtype: np.dtype[np.generic]
     observation_shape: tuple[int, ...]
-    num_actions: int
+    action: ActionSpace
+
+    @property
+    def num_actions(self) -> int:
+        """What a matching Hello carries in ``num_actions`` (0 unless discrete)."""
+        return self.action.num_actions
 
     def describe(self) -> str:
         return f"{self.observation_dtype}{list(self.observation_shape)}"
@@ -63,9 +69,32 @@ def check_hello(hello: actorpool_pb2.Hello, spec: EnvSpec, max_envs: int) -> Non
             "observation_spec",
             f"Hello.observation_spec is {dtype}{list(shape)}, the model expects {spec.describe()}",
         )
-    if hello.num_actions != spec.num_actions:
+    check_action_spec(hello, spec.action)
+
+
+def check_action_spec(hello: actorpool_pb2.Hello, expected: ActionSpace) -> None:
+    """``num_actions`` and the optional ``action_spec`` agree with each other and with the model's space."""
+    if not hello.HasField("action_spec"):
+        if hello.num_actions != expected.num_actions:
+            raise precondition(
+                "num_actions",
+                f"Hello.num_actions is {hello.num_actions}, the model expects {expected.num_actions} "
+                f"(action space {expected.describe()})",
+            )
+        return
+    try:
+        declared = ActionSpace.from_hello(hello)
+    except EnvSpecError as err:
+        raise invalid("action_spec", f"Hello.action_spec: {err}") from None
+    if hello.num_actions != declared.num_actions:
         raise precondition(
-            "num_actions", f"Hello.num_actions is {hello.num_actions}, the model expects {spec.num_actions}"
+            "num_actions",
+            f"Hello.num_actions is {hello.num_actions} but Hello.action_spec is {declared.describe()}, "
+            f"which needs num_actions {declared.num_actions}",
+        )
+    if declared != expected:
+        raise precondition(
+            "action_spec", f"Hello.action_spec is {declared.describe()}, the model expects {expected.describe()}"
         )
 
 

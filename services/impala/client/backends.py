@@ -13,19 +13,12 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
-import numpy.typing as npt
 
 from impala.client.simulator import Array, BatchStep, EnvBatch
+from impala.core.env_spec import action_offset, action_space_of
 from impala.core.envs import make_env
 
 BACKENDS = ("gymnasium", "envpool")
-
-
-def _discrete(space: gym.Space[Any], what: str) -> tuple[int, int]:
-    """(n, start) of a Discrete action space; the protocol only carries discrete actions."""
-    if not isinstance(space, gym.spaces.Discrete):
-        raise ValueError(f"{what}: action space is {space}, the ActorPool protocol needs Discrete actions")
-    return int(space.n), int(space.start)
 
 
 class GymnasiumBatch:
@@ -45,7 +38,9 @@ class GymnasiumBatch:
             [factory] * num_envs, autoreset_mode=mode
         )
         self.num_envs = num_envs
-        self.num_actions, self._start = _discrete(self.envs.single_action_space, str(env))
+        self.action_space = action_space_of(self.envs.single_action_space, name=str(env))
+        self.num_actions = self.action_space.num_actions
+        self._start = action_offset(self.envs.single_action_space)
         self._seed: int | None = seed
 
     def reset(self) -> Array:
@@ -53,7 +48,7 @@ class GymnasiumBatch:
         self._seed = None
         return np.asarray(obs)
 
-    def step(self, actions: npt.NDArray[np.int64]) -> BatchStep:
+    def step(self, actions: Array) -> BatchStep:
         obs, reward, terminated, truncated, info = self.envs.step(actions + self._start)
         terminated, truncated = np.asarray(terminated, np.bool_), np.asarray(truncated, np.bool_)
         ended = terminated | truncated
@@ -75,13 +70,15 @@ class EnvpoolBatch:
             raise ImportError("backend 'envpool' needs the envpool package: pip install envpool") from None
         self.envs: Any = envpool.make(env_id, env_type="gymnasium", num_envs=num_envs, seed=seed)
         self.num_envs = num_envs
-        self.num_actions, self._start = _discrete(self.envs.action_space, env_id)
+        self.action_space = action_space_of(self.envs.action_space, name=env_id)
+        self.num_actions = self.action_space.num_actions
+        self._start = action_offset(self.envs.action_space)
 
     def reset(self) -> Array:
         obs, info = self.envs.reset()
         return self._ordered(obs, info)
 
-    def step(self, actions: npt.NDArray[np.int64]) -> BatchStep:
+    def step(self, actions: Array) -> BatchStep:
         obs, reward, terminated, truncated, info = self.envs.step(actions + self._start)
         order = np.argsort(info["env_id"])
         obs = np.array(obs)[order]

@@ -36,7 +36,7 @@ import numpy as np
 
 from impala.actorpool.v1 import actorpool_pb2, actorpool_pb2_grpc
 from impala.client import wire
-from impala.client.simulator import Array, BatchStep, EnvBatch
+from impala.client.simulator import Array, BatchStep, EnvBatch, action_space
 from impala.core.backoff import Backoff
 
 log = logging.getLogger(__name__)
@@ -176,8 +176,8 @@ class EnvClient:
         call: Call = actorpool_pb2_grpc.ActorPoolStub(channel).Connect(metadata=self._metadata)
         watchdog = asyncio.ensure_future(self._cancel_after_stop(call))
         try:
-            envs, num_actions = self.batch.num_envs, self.batch.num_actions
-            await self._write(call, wire.hello(self.config.name, envs, obs, num_actions))
+            envs, space = self.batch.num_envs, action_space(self.batch)
+            await self._write(call, wire.hello(self.config.name, envs, obs, space))
             reply = await self._read(call)
             if reply is None:  # stopped while dialing
                 return None
@@ -193,7 +193,7 @@ class EnvClient:
                 reply = await self._read(call)
                 if reply is None:  # stop grace ran out while the pool held its reply
                     return None
-                actions, self.stats.policy_version = wire.actions(reply, envs, num_actions)
+                actions, self.stats.policy_version = wire.actions(reply, envs, space)
                 self.backoff.reset()  # a full exchange worked: the next failure starts from base_s again
                 if closing or self._stop.is_set():
                     break

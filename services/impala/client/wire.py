@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import numpy.typing as npt
 
 from impala.actorpool.v1 import actorpool_pb2
 from impala.client.simulator import Array, BatchStep
 from impala.core import tensors
+from impala.core.env_spec import ActionSpace
 
 PROTOCOL_VERSION = 1
 
@@ -16,14 +19,15 @@ class ProtocolError(RuntimeError):
     """The pool sent something the protocol does not allow (a pool bug; not retried)."""
 
 
-def hello(name: str, num_envs: int, observation: Array, num_actions: int) -> actorpool_pb2.EnvMessage:
+def hello(name: str, num_envs: int, observation: Array, space: ActionSpace) -> actorpool_pb2.EnvMessage:
     """The handshake; the observation spec is read off a batch of reset observations [E, *obs]."""
     msg = actorpool_pb2.Hello(
         client_name=name[:128],
         num_envs=num_envs,
         observation_spec=tensors.spec(observation.dtype, observation.shape[1:]),
-        num_actions=num_actions,
+        num_actions=space.num_actions,
         protocol_version=PROTOCOL_VERSION,
+        action_spec=space.to_proto(),
     )
     return actorpool_pb2.EnvMessage(hello=msg)
 
@@ -77,17 +81,27 @@ def welcome(reply: object) -> actorpool_pb2.Welcome:
     return reply.welcome
 
 
-def actions(reply: object, num_envs: int, num_actions: int) -> tuple[npt.NDArray[np.int64], int]:
-    """(actions [E] int64, policy_version) of the Actions that must answer a Step."""
+def actions(reply: object, num_envs: int, space: ActionSpace) -> tuple[Array, int]:
+    """(actions [E, *action shape], policy_version) of the Actions that must answer a Step: int64 for
+    discrete and multi-discrete spaces, float32 within the bounds for a box."""
     if not isinstance(reply, actorpool_pb2.AgentMessage) or reply.WhichOneof("kind") != "actions":
         raise ProtocolError(f"expected Actions after Step, got {_kind(reply)}")
     try:
-        array = tensors.decode(reply.actions.actions, name="Actions.actions", dtype=np.int64, shape=(num_envs,))
+        array = tensors.decode(
+            reply.actions.actions, name="Actions.actions", dtype=space.dtype, shape=(num_envs, *space.shape_per_env)
+        )
     except tensors.TensorError as err:
         raise ProtocolError(str(err)) from None
-    if len(array) and not (int(array.min()) >= 0 and int(array.max()) < num_actions):
-        raise ProtocolError(f"Actions.actions has values outside 0..{num_actions - 1}: {array.tolist()}")
-    return array.astype(np.int64), int(reply.actions.policy_version)
+    values: npt.NDArray[Any] = array
+    if space.type == "box":
+        low, high = (np.asarray(b, np.float32).reshape(space.shape) for b in (space.low, space.high))
+        inside = bool(np.isfinite(values).all() and (values >= low).all() and (values <= high).all())
+    else:
+        upper = np.asarray(space.nvec if space.type == "multi_discrete" else space.n)
+        inside = bool(((values >= 0) & (values < upper)).all())
+    if not inside:
+        raise ProtocolError(f"Actions.actions has values outside {space.describe()}: {array.tolist()}")
+    return array.astype(space.dtype), int(reply.actions.policy_version)
 
 
 def _kind(reply: object) -> str:

@@ -25,6 +25,7 @@ TIME_FIELDS = (
     "observation",
     "action",
     "behaviour_logits",
+    "behaviour_log_prob",
     "reward",
     "terminated",
     "truncated",
@@ -40,8 +41,9 @@ class Batch:
     """B rollouts stacked time-major; see the module docstring for alignment."""
 
     observation: Tensor  # [T+1, B, *obs], uint8 or float32
-    action: Tensor  # int64 [T, B]
-    behaviour_logits: Tensor  # float32 [T, B, A]
+    action: Tensor  # [T, B, *action_shape], int64 or float32 (box, unclipped)
+    behaviour_logits: Tensor  # float32 [T, B, P], the behaviour policy's distribution parameters
+    behaviour_log_prob: Tensor  # float32 [T, B], log μ(action)
     reward: Tensor  # float32 [T, B], unclipped
     terminated: Tensor  # bool [T, B]
     truncated: Tensor  # bool [T, B]

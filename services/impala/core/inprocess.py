@@ -152,21 +152,25 @@ class VectorActor:
         return torch.from_numpy(array).to(self.device)
 
     def unroll(self, version: int) -> list[RolloutRecord]:
-        T, E = self.T, self.E
+        T, E, space = self.T, self.E, self.model.spec.actions
         obs = np.zeros((T + 1, *self.obs.shape), dtype=self.obs.dtype)
-        logits = np.zeros((T, E, self.model.spec.num_actions), dtype=np.float32)
-        action = np.zeros((T, E), dtype=np.int64)
+        logits = np.zeros((T, E, space.param_size), dtype=np.float32)
+        log_prob = np.zeros((T, E), dtype=np.float32)
+        action = np.zeros((T, E, *space.shape_per_env), dtype=space.dtype)
         reward = np.zeros((T, E), dtype=np.float32)
         terminated, truncated = np.zeros((T, E), dtype=bool), np.zeros((T, E), dtype=bool)
         bootstrap = np.zeros((T, E), dtype=np.float32)
-        initial_state = tuple(s.cpu().numpy() for s in self.core_state)
+        # The state the policy acts with at obs[0]: zero where obs[0] starts an episode, as the pool stores
+        # it, because the learner unrolls from it with done[0] = False (``impala.core.learn.episode_starts``).
+        initial_state = tuple(np.where(self.done.reshape(-1, 1), 0.0, s.cpu().numpy()) for s in self.core_state)
         episodes: list[list[tuple[float, int]]] = [[] for _ in range(E)]
         for t in range(T):
             out = self.model.act(
                 self._tensor(self.obs), self._tensor(self.done), self.core_state, generator=self.generator
             )
-            obs[t], action[t], logits[t] = self.obs, out.action.cpu().numpy(), out.logits.cpu().numpy()
-            next_obs, r, term, trunc, info = self.envs.step(action[t])
+            obs[t], action[t] = self.obs, out.action.cpu().numpy()
+            logits[t], log_prob[t] = out.logits.cpu().numpy(), out.log_prob.cpu().numpy()
+            next_obs, r, term, trunc, info = self.envs.step(space.clip(action[t]))
             reward[t], terminated[t], truncated[t] = r, term, trunc
             bootstrap[t] = self._bootstrap(trunc & ~term, info, out.core_state)
             self._count(r, term | trunc, episodes)
@@ -177,6 +181,7 @@ class VectorActor:
                 observation=obs[:, i],
                 action=action[:, i],
                 behaviour_logits=logits[:, i],
+                behaviour_log_prob=log_prob[:, i],
                 reward=reward[:, i],
                 terminated=terminated[:, i],
                 truncated=truncated[:, i],
@@ -184,7 +189,7 @@ class VectorActor:
                 mask=np.ones(T, dtype=bool),
                 policy_versions=np.full(T, version, dtype=np.int64),
                 length=T,
-                initial_core_state=tuple(s[i] for s in initial_state),
+                initial_core_state=tuple(s[i].astype(np.float32) for s in initial_state),
                 episode_returns=[ret for ret, _ in episodes[i]],
                 episode_lengths=[n for _, n in episodes[i]],
                 env_index=i,

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor
 
-from impala.core import vtrace
+from impala.core import distributions, vtrace
 from impala.core.batch import Batch
 from impala.core.losses import baseline_loss, entropy_loss, policy_gradient_loss
 from impala.core.models import ModelSpec, Policy, build_model
@@ -179,20 +179,22 @@ def learn_step(
     model = state.model
     model.train()
     out = model(batch.observation, episode_starts(batch), batch.initial_core_state)
-    logits, values = out.logits[:-1], out.baseline[:-1]
+    logits, values, space = out.logits[:-1], out.baseline[:-1], model.spec.actions
     rewards, discounts = vtrace_inputs(batch, config)
+    # log π(a) of the recorded actions (zeros on padding are valid actions: masked out below).
+    target_log_prob = distributions.log_prob(space, logits, batch.action)
     # bootstrap_value = V(obs[T]); irrelevant wherever the chain was cut (discount 0) before T.
-    targets = vtrace.from_logits(
-        batch.behaviour_logits, logits, batch.action, discounts, rewards, values, out.baseline[-1]
+    targets = vtrace.from_importance_weights(
+        target_log_prob.detach() - batch.behaviour_log_prob, discounts, rewards, values, out.baseline[-1]
     )
     advantages = targets.pg_advantages
     if config.normalize_advantages:
         advantages = _normalized(advantages, batch.mask)
     # "mean" divides every sum by the batch's valid steps: padding still weighs nothing.
     scale = 1.0 / batch.mask.sum().clamp(min=1) if config.loss_reduction == "mean" else 1.0
-    pg = scale * policy_gradient_loss(logits, batch.action, advantages, batch.mask)
+    pg = scale * policy_gradient_loss(target_log_prob, advantages, batch.mask)
     baseline = scale * config.baseline_cost * baseline_loss(values, targets.vs, batch.mask)
-    entropy = scale * config.entropy_cost * entropy_loss(logits, batch.mask)
+    entropy = scale * config.entropy_cost * entropy_loss(distributions.entropy(space, logits), batch.mask)
     total = pg + baseline + entropy
 
     state.optimizer.zero_grad(set_to_none=True)

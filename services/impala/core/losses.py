@@ -16,15 +16,14 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
-from torch.nn import functional as F
 
 
-def policy_gradient_loss(logits: Tensor, actions: Tensor, advantages: Tensor, mask: Tensor) -> Tensor:
-    """Σ_valid −log π(a_t|x_t) · A_t; ``logits`` [T, B, A], ``actions`` int64 [T, B], ``advantages`` [T, B].
+def policy_gradient_loss(log_probs: Tensor, advantages: Tensor, mask: Tensor) -> Tensor:
+    """Σ_valid −log π(a_t|x_t) · A_t; ``log_probs`` (``impala.core.distributions.log_prob`` of the
+    actions taken, any action space) and ``advantages`` [T, B].
 
     ``advantages`` are treated as constants (detached): only the log-probabilities get gradients.
     """
-    log_probs = F.log_softmax(logits, dim=-1).gather(-1, actions.unsqueeze(-1)).squeeze(-1)
     return _masked_sum(-log_probs * _zero_padding(advantages.detach(), mask), mask)
 
 
@@ -33,10 +32,10 @@ def baseline_loss(values: Tensor, targets: Tensor, mask: Tensor) -> Tensor:
     return _masked_sum(0.5 * (_zero_padding(targets.detach(), mask) - values) ** 2, mask)
 
 
-def entropy_loss(logits: Tensor, mask: Tensor) -> Tensor:
-    """Σ_valid Σ_a π(a) log π(a), the negative entropy: minimising it keeps the policy exploring."""
-    log_policy = F.log_softmax(logits, dim=-1)
-    return _masked_sum((log_policy.exp() * log_policy).sum(-1), mask)
+def entropy_loss(entropy: Tensor, mask: Tensor) -> Tensor:
+    """Σ_valid −H(π(·|x_t)), the negative entropy (``impala.core.distributions.entropy``, [T, B]):
+    minimising it keeps the policy exploring."""
+    return _masked_sum(-entropy, mask)
 
 
 def _zero_padding(x: Tensor, mask: Tensor) -> Tensor:

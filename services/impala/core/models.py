@@ -1,9 +1,10 @@
 """Policy networks: a torso (MLP, IMPALA shallow CNN or deep ResNet), an optional LSTM core, and
-policy-logit and baseline heads. Time-major: ``forward`` takes ``[T, B, *obs]``, ``act`` takes ``[B, *obs]``.
+a policy head (categorical, independent categoricals or diagonal Gaussian, ``impala.core.distributions``)
+and a baseline head. Time-major: ``forward`` takes ``[T, B, *obs]``, ``act`` takes ``[B, *obs]``.
 
 ``done[t]`` is True when ``obs[t]`` is the first observation of a new episode; the LSTM state is zeroed
 before that step, so one unroll may span several episodes. uint8 observations are scaled by 1/255 here,
-so pixels travel as bytes over the wire and through Redis.
+so pixels travel as bytes over the wire and through Redis; other dtypes are cast to float32.
 Architectures follow Espeholt et al. 2018 (arXiv:1802.01561), fig. 3.
 """
 
@@ -13,17 +14,17 @@ import hashlib
 import json
 import math
 from dataclasses import asdict, dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
-import gymnasium as gym
-import numpy as np
 import torch
 from torch import Tensor, nn
-from torch.nn import functional as F
 
-from impala.core.envs import make_env
+from impala.core import distributions
+from impala.core.env_spec import ActionSpace, EnvSpec, resolve, spec_of_env
+from impala.core.settings import ModelSettings
 
 State = tuple[Tensor, ...]
+LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
 
 
 @dataclass(frozen=True)
@@ -31,39 +32,74 @@ class ModelSpec:
     """Everything that fixes a model's architecture; pools and learners build the same model from it."""
 
     observation_shape: tuple[int, ...]
-    observation_dtype: str  # "float32" | "uint8"
-    num_actions: int
+    observation_dtype: str  # a dtype name of impala.core.env_spec.OBSERVATION_DTYPES
+    num_actions: int  # n of a discrete action space; 0 for the others
     kind: str  # "mlp" | "shallow" | "resnet"
     hidden_size: int = 64
     use_lstm: bool = False
+    action_space: ActionSpace | None = None  # None: Discrete(num_actions)
+
+    @property
+    def actions(self) -> ActionSpace:
+        """The action space (``Discrete(num_actions)`` unless another one is set)."""
+        return self.action_space if self.action_space is not None else ActionSpace.discrete(self.num_actions)
+
+    @property
+    def env_spec(self) -> EnvSpec:
+        return EnvSpec(self.observation_shape, self.observation_dtype, self.actions)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe (checkpoints and exported policies store it)."""
+        out = asdict(self)
+        out["action_space"] = None if self.action_space is None else self.action_space.to_dict()
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelSpec:
+        action = data.get("action_space")
+        return cls(
+            **{
+                **data,
+                "observation_shape": tuple(data["observation_shape"]),
+                "action_space": None if action is None else ActionSpace.from_dict(action),
+            }
+        )
 
 
 class PolicyOutput(NamedTuple):
-    logits: Tensor  # [T, B, A]
+    logits: Tensor  # [T, B, P], the action distribution's parameters (logits for categorical heads)
     baseline: Tensor  # [T, B]
     core_state: State  # each [B, *state_shape]
 
 
 class ActOutput(NamedTuple):
-    action: Tensor  # int64 [B]
-    logits: Tensor  # [B, A]
+    action: Tensor  # [B, *action_shape]: int64 (discrete, multi-discrete) or float32 (box, unclipped)
+    logits: Tensor  # [B, P]
     baseline: Tensor  # [B]
     core_state: State
+    log_prob: Tensor  # [B], log π(action)
+
+
+def spec_for(env: EnvSpec, model: str = "auto", hidden_size: int = 64, use_lstm: bool = False) -> ModelSpec:
+    """The ModelSpec for an env spec: ``auto`` picks the shallow CNN for ``[C, H, W]`` observations."""
+    shape = env.observation_shape
+    kind = model if model != "auto" else ("shallow" if len(shape) == 3 else "mlp")
+    action = env.action
+    num_actions = action.num_actions
+    # Discrete specs keep action_space None: the same fingerprint and checkpoints as before spaces existed.
+    explicit = None if action.type == "discrete" else action
+    return ModelSpec(shape, env.observation_dtype, num_actions, kind, hidden_size, use_lstm, explicit)
+
+
+def spec_from_settings(settings: ModelSettings) -> ModelSpec:
+    """The model of a pool or learner: from ``env_spec``, ``env``, or both (which must agree)."""
+    env = resolve(settings.env_id(), settings.env_spec)
+    return spec_for(env, settings.model, settings.hidden_size, settings.use_lstm)
 
 
 def spec_for_env(env_id: str, model: str = "auto", hidden_size: int = 64, use_lstm: bool = False) -> ModelSpec:
     """The ModelSpec for an env id; builds the env (with ``make_env`` preprocessing) only to read its spaces."""
-    env = make_env(env_id)
-    try:
-        obs_space, act_space = env.observation_space, env.action_space
-    finally:
-        env.close()
-    if not isinstance(obs_space, gym.spaces.Box) or not isinstance(act_space, gym.spaces.Discrete):
-        raise ValueError(f"{env_id}: needs a Box observation space and a Discrete action space")
-    shape = tuple(int(d) for d in obs_space.shape)
-    kind = model if model != "auto" else ("shallow" if len(shape) == 3 else "mlp")
-    dtype = "uint8" if obs_space.dtype == np.uint8 else "float32"
-    return ModelSpec(shape, dtype, int(act_space.n), kind, hidden_size, use_lstm)
+    return spec_for(spec_of_env(env_id), model, hidden_size, use_lstm)
 
 
 def build_model(spec: ModelSpec) -> Policy:
@@ -74,7 +110,7 @@ def build_model(spec: ModelSpec) -> Policy:
 def fingerprint(model: Policy) -> str:
     """Stable hex digest of the spec and every parameter's name, shape and dtype (not the values)."""
     layout = [(name, list(t.shape), str(t.dtype)) for name, t in model.state_dict().items()]
-    text = json.dumps({"spec": asdict(model.spec), "tensors": layout}, sort_keys=True)
+    text = json.dumps({"spec": model.spec.to_dict(), "tensors": layout}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -99,7 +135,11 @@ class Policy(nn.Module):
         if spec.kind == "mlp":
             self.critic, critic_features = _torso(spec)
             baseline_features = critic_features + (spec.hidden_size if spec.use_lstm else 0)
-        self.policy = nn.Linear(core_features, spec.num_actions)
+        self.action_space = space = spec.actions
+        gaussian = space.type == "box"
+        # The Gaussian's head outputs the mean; its log-std is a learned state-independent vector.
+        self.policy = nn.Linear(core_features, space.param_size // 2 if gaussian else space.param_size)
+        self.log_std = nn.Parameter(torch.zeros(space.param_size // 2)) if gaussian else None
         self.baseline = nn.Linear(baseline_features, 1)
         # Near-uniform initial policy: small logits keep early exploration high (as in CleanRL's PPO).
         nn.init.orthogonal_(self.policy.weight, gain=0.01)
@@ -122,6 +162,10 @@ class Policy(nn.Module):
         if self.core is not None:
             x, core_state = self._unroll(x, done, core_state or self.initial_state(B, x.device))
         logits = self.policy(x)
+        if self.log_std is not None:
+            # Bounded so that neither exp(log_std) nor its inverse overflows: std in [e^-5, e^2].
+            log_std = self.log_std.clamp(LOG_STD_MIN, LOG_STD_MAX).expand_as(logits)
+            logits = torch.cat([logits, log_std], -1)
         critic_x = x
         if self.critic is not None:
             critic_x = self.critic(flat).view(T, B, -1)
@@ -150,14 +194,21 @@ class Policy(nn.Module):
         greedy: bool = False,
         generator: torch.Generator | None = None,
     ) -> ActOutput:
-        """One step for a batch: ``obs`` ``[B, *obs]``, ``done`` ``[B]`` → sampled (or greedy) actions."""
+        """One step for a batch: ``obs`` ``[B, *obs]``, ``done`` ``[B]`` → sampled (or greedy) actions.
+        Box actions are the unclipped sample (``ActionSpace.clip`` bounds them for the env)."""
         out = self.forward(obs.unsqueeze(0), done.unsqueeze(0), core_state)
-        logits, baseline = out.logits[0], out.baseline[0]
+        logits, baseline, space = out.logits[0], out.baseline[0], self.action_space
+        shape = (logits.shape[0], distributions.noise_size(space))
         if greedy:
-            action = logits.argmax(-1)
+            noise = torch.zeros(shape, device=logits.device)
+        elif distributions.noise_is_normal(space):
+            noise = torch.randn(shape, generator=generator, device=logits.device)
         else:
-            action = torch.multinomial(F.softmax(logits.float(), -1), 1, generator=generator).squeeze(-1)
-        return ActOutput(action, logits, baseline, out.core_state)
+            uniform = torch.rand(shape, generator=generator, device=logits.device)
+            noise = -torch.log(-torch.log(uniform.clamp(1e-20, 1.0 - 1e-7)))  # standard Gumbel
+        action = distributions.sample(space, logits, noise)
+        log_prob = distributions.log_prob(space, logits.float(), action)
+        return ActOutput(action, logits, baseline, out.core_state, log_prob)
 
 
 def _torso(spec: ModelSpec) -> tuple[nn.Module, int]:

@@ -30,8 +30,9 @@ class RolloutRecord:
     """One env slot, time-major, padded to T (the unroll length)."""
 
     observation: Array  # [T+1, *obs_shape], obs dtype
-    action: Array  # [T]
-    behaviour_logits: Array  # [T, A]
+    action: Array  # [T, *action_shape]: int64 [T] / [T, K], or float32 [T, *shape] (box, unclipped)
+    behaviour_logits: Array  # [T, P], the acting policy's distribution parameters
+    behaviour_log_prob: Array  # [T], log μ(action[t])
     reward: Array  # [T]
     terminated: Array  # [T]
     truncated: Array  # [T]
@@ -79,8 +80,9 @@ def to_proto(rec: RolloutRecord) -> rollout_pb2.Rollout:
 # Field name -> required dtype (None: any dtype, checked elsewhere). Order is encoding order.
 _FIXED: dict[str, npt.DTypeLike | None] = {
     "observation": None,
-    "action": np.int64,
+    "action": None,
     "behaviour_logits": np.float32,
+    "behaviour_log_prob": np.float32,
     "reward": np.float32,
     "terminated": np.bool_,
     "truncated": np.bool_,
@@ -94,16 +96,19 @@ def from_proto(msg: rollout_pb2.Rollout, *, unroll_length: int | None = None) ->
     """Decode and validate a wire rollout; arrays are read-only zero-copy views of the message bytes.
 
     Raises ``TensorError`` naming the field when a tensor is missing, has the wrong dtype or a shape
-    inconsistent with T (``unroll_length`` when given, else the length of ``action``) and A, when
-    ``length > T``, ``mask != (arange(T) < length)``, an action is out of range, a float is not finite, or a
-    partial rollout (``length < T``) does not end terminated or truncated.
+    inconsistent with T (``unroll_length`` when given, else the length of ``action``) and P, when
+    ``length > T``, ``mask != (arange(T) < length)``, a discrete action ``[T]`` is out of range, a float
+    is not finite, or a partial rollout (``length < T``) does not end terminated or truncated. The
+    action space itself is the reader's to check (``impala.learner.decoding``).
     """
     for name in _FIXED:
         if not msg.HasField(name):  # type: ignore[arg-type]
             raise TensorError(f"rollout field {name} is missing")
-    action: npt.NDArray[np.int64] = _decode(
-        msg.action, "action", np.int64, (unroll_length if unroll_length is not None else -1,)
-    )
+    action: npt.NDArray[Any] = tensors.decode(msg.action, name="action")
+    if action.dtype not in (np.dtype("<i8"), np.dtype("<f4")) or action.ndim < 1:
+        raise TensorError(f"action: dtype is {action.dtype}{list(action.shape)}, must be int64 or float32 [T, ...]")
+    if unroll_length is not None and action.shape[0] != unroll_length:
+        raise TensorError(f"action: shape is {list(action.shape)}, expected [{unroll_length}, ...]")
     T = int(action.shape[0])
     logits = _decode(msg.behaviour_logits, "behaviour_logits", np.float32, (T, -1))
     A = int(logits.shape[1])
@@ -118,7 +123,7 @@ def from_proto(msg: rollout_pb2.Rollout, *, unroll_length: int | None = None) ->
     mask = _decode(msg.mask, "mask", np.bool_, (T,))
     if not np.array_equal(mask, np.arange(T) < length):
         raise TensorError(f"mask: must be True exactly for the first length={length} of T={T} steps")
-    if np.any((action[:length] < 0) | (action[:length] >= A)):
+    if action.ndim == 1 and action.dtype.kind == "i" and np.any((action[:length] < 0) | (action[:length] >= A)):
         raise TensorError(f"action: values must lie in [0, {A}) for the {length} valid steps")
     if len(msg.episode_returns) != len(msg.episode_lengths):
         raise TensorError(
@@ -128,6 +133,7 @@ def from_proto(msg: rollout_pb2.Rollout, *, unroll_length: int | None = None) ->
         observation=observation,
         action=action,
         behaviour_logits=logits,
+        behaviour_log_prob=_decode(msg.behaviour_log_prob, "behaviour_log_prob", np.float32, (T,)),
         reward=_decode(msg.reward, "reward", np.float32, (T,)),
         terminated=_decode(msg.terminated, "terminated", np.bool_, (T,)),
         truncated=_decode(msg.truncated, "truncated", np.bool_, (T,)),
@@ -159,10 +165,13 @@ def _decode(msg: tensor_pb2.Tensor, name: str, dtype: npt.DTypeLike, shape: tupl
 def _check_finite(rec: RolloutRecord) -> None:
     checked: list[tuple[str, Array]] = [
         ("behaviour_logits", rec.behaviour_logits),
+        ("behaviour_log_prob", rec.behaviour_log_prob),
         ("reward", rec.reward),
         ("bootstrap_value", rec.bootstrap_value),
         *((f"initial_core_state[{i}]", s) for i, s in enumerate(rec.initial_core_state)),
     ]
+    if rec.action.dtype.kind == "f":
+        checked.append(("action", rec.action))
     if np.issubdtype(rec.observation.dtype, np.floating):
         checked.append(("observation", rec.observation))
     for name, array in checked:

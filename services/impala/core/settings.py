@@ -192,7 +192,20 @@ class ModelSettings(BaseSettings):
     # Same config as ServiceSettings: a mixin with pydantic's default config would reset env_prefix.
     model_config = ServiceSettings.model_config
 
-    env: str = Field("CartPole-v1", description="Gymnasium environment id; fixes observation spec and action count.")
+    env: str = Field(
+        "CartPole-v1",
+        description=(
+            "Gymnasium environment id (module:Id imports module first); fixes the observation and action "
+            "spaces unless env_spec is set, and must agree with env_spec when both are set."
+        ),
+    )
+    env_spec: Path | None = Field(
+        None,
+        description=(
+            "JSON or YAML file declaring the observation and action spaces (docs/bring-your-own-env.md); "
+            "the model is built from it, no Gymnasium env needed."
+        ),
+    )
     model: ModelKind = Field("auto", description="Network: auto picks mlp for vectors, shallow CNN for images.")
     hidden_size: int = Field(64, ge=1, le=8192, description="Width of the MLP layers and of the LSTM core.")
     use_lstm: bool = Field(False, description="Add an LSTM core (state reset at episode starts).")
@@ -201,6 +214,21 @@ class ModelSettings(BaseSettings):
         pattern=r"^(auto|cpu|cuda(:\d+)?)$",
         description="Torch device (auto, cpu, cuda or cuda:N); auto picks CUDA when present.",
     )
+
+    def env_id(self) -> str | None:
+        """The Gymnasium id to derive or check the spec with: None when a spec file is set and ``env`` was
+        left at its default (the file alone declares the run's spaces)."""
+        if self.env_spec is not None and "env" not in self.model_fields_set:
+            return None
+        return self.env
+
+    @model_validator(mode="after")
+    def _env_spec_agrees(self) -> Self:
+        if self.env_spec is not None:
+            from impala.core.env_spec import resolve as resolve_spec  # gymnasium only when env is set too
+
+            resolve_spec(self.env_id(), self.env_spec)  # EnvSpecError is a ValueError: a validation error
+        return self
 
 
 S = TypeVar("S", bound=BaseSettings)
@@ -222,7 +250,9 @@ def with_presets(settings: S, environ: Mapping[str, str] | None = None) -> S:
     Applies to any settings class with an ``env`` field: the learner, the pools and ``impala local``'s
     plan all go through here, so one env trains the same way from every entry point.
     """
-    env = getattr(settings, "env", None)
+    env_id = getattr(settings, "env_id", None)
+    # A spec-only run names no env: no preset applies (its default id is not the run's env).
+    env = (env_id() or "") if callable(env_id) else getattr(settings, "env", None)
     if not isinstance(env, str):
         return settings
     explicit = explicit_fields(settings, environ)

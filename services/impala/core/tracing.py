@@ -2,8 +2,9 @@
 what the ActorPool acts with (one call runs every op in C++ and holds the GIL once instead of once per
 op; CartPole MLP at B=8: 68 → 36 µs).
 
-- feed-forward models: ``logits, value = traced(obs)`` with ``obs`` ``[B, *obs_shape]`` (float32, or
-  uint8 for pixels: the scaling by 1/255 is inside), ``logits`` ``[B, A]``, ``value`` ``[B]``;
+- feed-forward models: ``logits, value = traced(obs)`` with ``obs`` ``[B, *obs_shape]`` (the spec's
+  dtype; uint8 pixels are scaled by 1/255 inside), ``logits`` ``[B, P]`` the action distribution's
+  parameters (``impala.core.distributions``: logits, or a Gaussian's mean then log-std), ``value`` ``[B]``;
 - LSTM models: ``logits, value, h, c = traced(obs, h, c)`` with ``h``, ``c`` ``[B, hidden]``; the caller
   zeroes an env's row when its episode starts.
 
@@ -19,9 +20,11 @@ from __future__ import annotations
 
 import warnings
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
+from impala.core import distributions
 from impala.core.models import ModelSpec, Policy
 
 
@@ -53,22 +56,25 @@ class RecurrentPolicy(nn.Module):
 
 
 class Acting(nn.Module):
-    """The one-step pass plus sampling: ``obs``, ``gumbel``, *state → logits, value, action, *state.
+    """The one-step pass plus sampling: ``obs``, ``noise``, *state → logits, value, action, log_prob, *state.
 
-    ``action`` is ``argmax(logits + gumbel)`` per row (the Gumbel-max trick): with ``gumbel`` drawn from
-    the standard Gumbel distribution it is distributed as ``Categorical(softmax(logits))``, the
-    distribution ``Policy.act`` samples from; the caller draws the noise (the pool, from its seeded
-    numpy generator). All zeros gives the greedy action.
+    ``action`` is ``distributions.sample`` of the policy head with the caller's noise (standard Gumbel
+    for categorical heads, the Gumbel-max trick; standard normal for the Gaussian), distributed as the
+    head's distribution, the one ``Policy.act`` samples from; the caller draws the noise (the pool, from
+    its seeded numpy generator). All zeros gives the greedy action. ``log_prob`` is log π(action), of the
+    unclipped sample for a box.
     """
 
     def __init__(self, policy: Policy) -> None:
         super().__init__()
         self.step = one_step(policy)
+        self.space = policy.spec.actions
 
-    def forward(self, obs: Tensor, gumbel: Tensor, *state: Tensor) -> tuple[Tensor, ...]:
+    def forward(self, obs: Tensor, noise: Tensor, *state: Tensor) -> tuple[Tensor, ...]:
         logits, value, *next_state = self.step(obs, *state)
-        action = (logits.float() + gumbel).argmax(-1)
-        return (logits, value, action, *next_state)
+        action = distributions.sample(self.space, logits, noise)
+        log_prob = distributions.log_prob(self.space, logits.float(), action)
+        return (logits, value, action, log_prob, *next_state)
 
 
 def one_step(model: Policy) -> nn.Module:
@@ -79,8 +85,8 @@ def one_step(model: Policy) -> nn.Module:
 
 def example_inputs(spec: ModelSpec, batch_size: int = 2, device: torch.device | str = "cpu") -> tuple[Tensor, ...]:
     """Inputs of the one-step module's ``forward`` for ``spec``."""
-    dtype = torch.uint8 if spec.observation_dtype == "uint8" else torch.float32
-    obs = torch.zeros((batch_size, *spec.observation_shape), dtype=dtype, device=device)
+    zeros = np.zeros((batch_size, *spec.observation_shape), dtype=spec.observation_dtype)
+    obs = torch.from_numpy(zeros).to(device)
     if not spec.use_lstm:
         return (obs,)
     return obs, *(torch.zeros(batch_size, spec.hidden_size, device=device) for _ in range(2))
@@ -94,8 +100,8 @@ def trace(model: Policy, device: torch.device | str = "cpu") -> torch.jit.Script
 def trace_acting(model: Policy, device: torch.device | str = "cpu") -> torch.jit.ScriptModule:
     """``Acting(model)`` traced on ``device``: the one-step pass with the action sampled inside."""
     obs, *state = example_inputs(model.spec, device=device)
-    gumbel = torch.zeros(obs.shape[0], model.spec.num_actions, device=device)
-    return _trace(Acting(model).eval(), (obs, gumbel, *state))
+    noise = torch.zeros(obs.shape[0], distributions.noise_size(model.spec.actions), device=device)
+    return _trace(Acting(model).eval(), (obs, noise, *state))
 
 
 def _trace(module: nn.Module, inputs: tuple[Tensor, ...]) -> torch.jit.ScriptModule:

@@ -26,11 +26,11 @@ from impala.core.batch import TIME_FIELDS, Batch
 from impala.core.models import ModelSpec
 from impala.core.rollouts import RolloutRecord
 from impala.core.tensors import TensorError
-from impala.learner.decoding import blank_record, rollout_decoder
+from impala.learner.decoding import blank_record, rollout_decoder, valid_actions
 from impala.rollout.v1 import rollout_pb2
 from impala.tensor.v1 import tensor_pb2
 
-_FLOATS = ("behaviour_logits", "reward", "bootstrap_value")
+_FLOATS = ("behaviour_logits", "behaviour_log_prob", "reward", "bootstrap_value")
 
 
 @dataclass
@@ -45,10 +45,13 @@ class Column:
 
 @dataclass
 class Refused:
-    """An entry that cannot be learned from: ``reason`` is ``corrupt`` or ``stale``."""
+    """An entry that cannot be learned from: ``reason`` is ``corrupt`` or ``stale``. A stale rollout's
+    episodes still happened: they are counted, though its steps are not learned from."""
 
     reason: str
     error: str = ""
+    episode_returns: list[float] = field(default_factory=list)
+    episode_lengths: list[int] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -69,7 +72,7 @@ class BatchDecoder:
     """
 
     def __init__(self, spec: ModelSpec, unroll_length: int) -> None:
-        T, self.unroll_length, self.num_actions = unroll_length, unroll_length, spec.num_actions
+        T, self.unroll_length, self.action_space = unroll_length, unroll_length, spec.actions
         self.float_observation = np.issubdtype(np.dtype(spec.observation_dtype), np.floating)
         blank = blank_record(spec, unroll_length)  # the one place the accepted shapes and dtypes are written
         self.fields = tuple(
@@ -123,7 +126,7 @@ class BatchDecoder:
         for result in results:
             assert result is not None  # every index was decided above
             if isinstance(result, Column) and is_stale(result.policy_version):
-                result = Refused("stale")
+                result = Refused("stale", "", result.episode_returns, result.episode_lengths)
             done.append(result)
         return done
 
@@ -172,9 +175,9 @@ class BatchDecoder:
     def _check(self, stacked: dict[str, npt.NDArray[Any]], lengths: npt.NDArray[np.int64]) -> list[bool]:
         """The value checks of ``from_proto`` over all new entries at once; True where all pass."""
         k = len(lengths)
-        mask, action = stacked["mask"], stacked["action"]  # [k, T]
+        mask, action = stacked["mask"], stacked["action"]  # [k, T], [k, T, *action_shape]
         ok = ~(mask != (self._steps < lengths[:, None])).any(axis=1)
-        ok &= ~(((action < 0) | (action >= self.num_actions)) & mask).any(axis=1)
+        ok &= ~(~valid_actions(self.action_space, action) & mask).any(axis=1)
         floats = [*_FLOATS, *(f.name for f in self.states)]
         if self.float_observation:
             floats.append("observation")

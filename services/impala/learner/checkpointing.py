@@ -36,6 +36,8 @@ def build_payload(state: LearnerState, progress: Progress, config: dict[str, Any
         **state.state_dict(),
         **progress.to_payload(),
         "config": config,
+        # The model's spec (spaces included): eval and export rebuild the model from it, with no env.
+        "model_spec": state.model.spec.to_dict(),
     }
 
 

@@ -8,9 +8,12 @@ so one bad producer's rollout is dropped as corrupt instead of failing the colla
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
+from impala.core.env_spec import ActionSpace
 from impala.core.models import ModelSpec
 from impala.core.rollouts import RolloutRecord, from_proto
 from impala.core.tensors import TensorError
@@ -30,10 +33,19 @@ def rollout_decoder(spec: ModelSpec, unroll_length: int) -> Callable[[bytes], Ro
                 f"observation: {record.observation.dtype}{list(record.observation.shape)} does not match the "
                 f"model's {observation_dtype}{list(observation_shape)}"
             )
-        if record.behaviour_logits.shape[1] != spec.num_actions:
+        space = spec.actions
+        if record.behaviour_logits.shape[1] != space.param_size:
             raise TensorError(
-                f"behaviour_logits: {record.behaviour_logits.shape[1]} actions, the model has {spec.num_actions}"
+                f"behaviour_logits: {record.behaviour_logits.shape[1]} parameters, the model's "
+                f"{space.describe()} has {space.param_size}"
             )
+        if record.action.shape != blank.action.shape or record.action.dtype != blank.action.dtype:
+            raise TensorError(
+                f"action: {record.action.dtype}{list(record.action.shape)}, the model's {space.describe()} "
+                f"needs {blank.action.dtype}{list(blank.action.shape)}"
+            )
+        if not valid_actions(space, record.action[None, : record.length]).all():
+            raise TensorError(f"action: a value outside {space.describe()} in the {record.length} valid steps")
         shapes = tuple(tuple(s.shape) for s in record.initial_core_state)
         if shapes != state_shapes:
             raise TensorError(f"initial_core_state: shapes {shapes}, the model needs {state_shapes}")
@@ -42,14 +54,26 @@ def rollout_decoder(spec: ModelSpec, unroll_length: int) -> Callable[[bytes], Ro
     return decode
 
 
+def valid_actions(space: ActionSpace, action: npt.NDArray[Any]) -> npt.NDArray[np.bool_]:
+    """Per step of ``action`` ``[k, T, *action_shape]``: True where the action lies in ``space``
+    (discrete values in [0, n), component k of a multi-discrete one in [0, nvec[k]), box values finite)."""
+    if space.type == "box":
+        inside: npt.NDArray[np.bool_] = np.isfinite(action.reshape(*action.shape[:2], -1)).all(axis=-1)
+        return inside
+    upper = np.asarray(space.nvec if space.type == "multi_discrete" else space.n)
+    inside = (action >= 0) & (action < upper)
+    return np.asarray(inside.all(axis=-1) if space.type == "multi_discrete" else inside)
+
+
 def blank_record(spec: ModelSpec, unroll_length: int) -> RolloutRecord:
     """A zero record of the shapes ``rollout_decoder`` accepts (sizes the learner's batch buffers)."""
     T = unroll_length
     state = tuple(np.zeros(spec.hidden_size, np.float32) for _ in range(2)) if spec.use_lstm else ()
     return RolloutRecord(
         observation=np.zeros((T + 1, *spec.observation_shape), np.dtype(spec.observation_dtype)),
-        action=np.zeros(T, np.int64),
-        behaviour_logits=np.zeros((T, spec.num_actions), np.float32),
+        action=np.zeros((T, *spec.actions.shape_per_env), spec.actions.dtype),
+        behaviour_logits=np.zeros((T, spec.actions.param_size), np.float32),
+        behaviour_log_prob=np.zeros(T, np.float32),
         reward=np.zeros(T, np.float32),
         terminated=np.zeros(T, np.bool_),
         truncated=np.zeros(T, np.bool_),

@@ -20,7 +20,7 @@ from prometheus_client import CollectorRegistry
 from impala.core import heap, logs, metrics
 from impala.core.device import resolve_device
 from impala.core.learn import LearnConfig, LearnerState, make_learner_state
-from impala.core.models import ModelSpec, Policy, fingerprint, spec_for_env
+from impala.core.models import ModelSpec, Policy, fingerprint, spec_from_settings
 from impala.core.redis_client import sync_client
 from impala.core.redis_keys import RunKeys
 from impala.core.settings import secret_values, with_presets
@@ -166,7 +166,7 @@ def build_learner(settings: LearnerSettings, *, registry: CollectorRegistry, wor
     if config.batch_size % world.size:
         raise WorldError(f"batch_size {config.batch_size} must be a multiple of WORLD_SIZE {world.size}")
     device = rank_device(settings, world)
-    spec = spec_for_env(settings.env, settings.model, settings.hidden_size, settings.use_lstm)
+    spec = spec_from_settings(settings)
     state = build_state(spec, config, settings, device)
     checkpointer = Checkpointer(
         settings.checkpoint_dir,

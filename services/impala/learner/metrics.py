@@ -63,7 +63,9 @@ class LearnerMetrics:
                 "impala_learner_episode_return_mean", "Mean return of the last 100 episodes.", registry=registry
             ),
             episodes=Counter(
-                "impala_learner_episodes_total", "Episodes completed in learned rollouts.", registry=registry
+                "impala_learner_episodes_total",
+                "Episodes completed in the rollouts read (stale ones too).",
+                registry=registry,
             ),
             policy_lag=Histogram(
                 "impala_learner_policy_lag_versions",

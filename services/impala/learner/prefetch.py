@@ -86,6 +86,7 @@ class BatchFiller:
         the learner's policy version now, asked after each read."""
         ids: list[str | None] = [None] * self.batch_size
         columns: list[Column | None] = [None] * self.batch_size
+        episodes: list[tuple[float, int]] = []  # of stale rollouts, counted though not learned from
         while missing := [b for b, column in enumerate(columns) if column is None]:
             if stopping():
                 return None
@@ -101,14 +102,15 @@ class BatchFiller:
                     ids[b], columns[b] = entry.id, result
                     continue
                 dropped.setdefault(result.reason, []).append(entry.id)
+                episodes += zip(result.episode_returns, result.episode_lengths, strict=True)
                 if result.error:
                     log.warning("corrupt rollout", extra={"entry": entry.id, "error": result.error})
             for reason, refused in dropped.items():
                 self.consumer.drop(refused, reason)
                 self._on_drop(reason, len(refused))
         accepted = [c for c in columns if c is not None]
-        out.episode_returns = [r for c in accepted for r in c.episode_returns]
-        out.episode_lengths = [n for c in accepted for n in c.episode_lengths]
+        out.episode_returns = [r for c in accepted for r in c.episode_returns] + [r for r, _ in episodes]
+        out.episode_lengths = [n for c in accepted for n in c.episode_lengths] + [n for _, n in episodes]
         return Prepared(
             batch=out,
             ids=[i for i in ids if i is not None],

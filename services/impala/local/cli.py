@@ -23,6 +23,17 @@ def register(app: typer.Typer) -> None:
         env: Annotated[
             str | None, typer.Option(help="Gymnasium environment id (default: CartPole-v1, or the resumed run's).")
         ] = None,
+        env_spec: Annotated[
+            Path | None,
+            typer.Option(
+                envvar="IMPALA_ENV_SPEC",
+                dir_okay=False,
+                help=(
+                    "Env spec file (JSON or YAML) declaring the spaces; without --env the stack serves clients "
+                    "of your own (--clients 0) and has no target unless --target-return is given."
+                ),
+            ),
+        ] = None,
         # One process with all the preset's envs: on 2 cores it solved CartPole in 40 s vs 59.5 s for
         # 2 processes × 4 envs (seed 0, same load; ADR 0007): fewer, larger messages cost the pool less.
         clients: Annotated[
@@ -96,6 +107,7 @@ def register(app: typer.Typer) -> None:
         use_target = False if no_target else bool(file_options.get("use_target", True))
         options = LocalOptions(
             env=pick("env", "env", env),
+            env_spec=env_spec,
             clients=pick("clients", "clients", clients),
             envs_per_client=pick("envs_per_client", "envs_per_client", envs_per_client),
             pools=pick("pools", "pools", pools),

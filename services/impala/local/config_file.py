@@ -32,6 +32,7 @@ _WIRING = SESSION_FIELDS | {
     "tls_cert",
     "tls_key",
     "env",
+    "env_spec",  # impala local --env-spec: the run's spaces, not a hyperparameter
     "status_interval_s",
 }
 # Options of ``impala local`` that a file may set (run_dir and resume belong to one invocation).

@@ -37,7 +37,8 @@ def run_local(options: LocalOptions) -> int:
         return 2
     if resolved.target is None and options.use_target:
         Console(soft_wrap=True).print(
-            f"impala local: {resolved.env} declares no reward threshold, so this run has no target return "
+            f"impala local: {resolved.env or resolved.options.env_spec} declares no reward threshold, so this run "
+            "has no target return "
             "(pass --target-return R for one); it trains until --max-env-steps, --max-seconds or Ctrl-C",
             highlight=False,
         )

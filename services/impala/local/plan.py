@@ -38,19 +38,20 @@ SESSION_FIELDS = frozenset(
 
 
 # Fields that must agree across services: the plan copies the learner's into pools and clients.
-_DERIVED = frozenset({"env", "model", "hidden_size", "use_lstm", "unroll_length"})
+_DERIVED = frozenset({"env", "env_spec", "model", "hidden_size", "use_lstm", "unroll_length"})
 
 
 @dataclass(frozen=True)
 class Topology:
     """How many of each service, and what they run."""
 
-    env: str
+    env: str  # "" for a spec-only run
     clients: int
     envs_per_client: int
     pools: int
     seed: int
     learners: int = 1  # learner ranks (torch.distributed, gloo) of one run
+    env_spec: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -140,9 +141,11 @@ def build_plan(
     learners = tuple(
         with_presets(
             LearnerSettings(
-                **_layers(overrides.get("learner"), _saved(saved, "learner", "learner-0"), frozenset({"env"})),
+                **_layers(
+                    overrides.get("learner"), _saved(saved, "learner", "learner-0"), frozenset({"env", "env_spec"})
+                ),
                 **common,
-                env=top.env,
+                **_spaces(top),
                 seed=top.seed,
                 weights_address=f"{HOST}:{weights_port}",
                 weights_token_file=weights_token,
@@ -158,7 +161,7 @@ def build_plan(
     # versions (backpressure slows the actors) instead of filling the default capacity with stale rollouts.
     pool_fields = {"buffer_capacity": BUFFER_BATCHES * learner.batch_size, **(overrides.get("actorpool") or {})}
     model: dict[str, Any] = {
-        "env": top.env,
+        **_spaces(top),
         "model": learner.model,
         "hidden_size": learner.hidden_size,
         "use_lstm": learner.use_lstm,
@@ -209,6 +212,13 @@ def rank_buffer_floor(batch_size: int, ranks: int, prefetch: int) -> int:
     return (ranks - 1) * ((prefetch + 1) * share - 1) + share
 
 
+def _spaces(top: Topology) -> dict[str, Any]:
+    """The model settings that fix the spaces: ``env``, ``env_spec``, or both (a spec-only run leaves
+    ``env`` unset, so it is not checked against the spec)."""
+    out: dict[str, Any] = {"env": top.env} if top.env else {}
+    return out if top.env_spec is None else {**out, "env_spec": top.env_spec}
+
+
 def _layers(
     given: Mapping[str, Any] | None, saved: Mapping[str, Any], derived: frozenset[str] = _DERIVED
 ) -> dict[str, Any]:
@@ -237,6 +247,8 @@ def settings_flags(settings: BaseSettings) -> list[str]:
         flag = "--" + name.replace("_", "-")
         if value is None or isinstance(value, SecretStr) or name.endswith("token"):
             continue
+        if name == "env" and name not in settings.model_fields_set:
+            continue  # an env spec alone declares the spaces; the default id would be checked against it
         if isinstance(value, bool):
             flags.append(flag if value else "--no-" + name.replace("_", "-"))
         else:

@@ -63,7 +63,7 @@ class Session:
         self.stop_event = threading.Event()
         self.reason = ""
         self.started = time.monotonic()
-        self.title = f"impala local · {resolved.env} · {self.run_dir.name}"
+        self.title = f"impala local · {resolved.env or resolved.options.env_spec} · {self.run_dir.name}"
         self.plan: Plan | None = None
         self._pids: dict[str, int] = {}
         self._display: Display | None = None
@@ -141,6 +141,7 @@ class Session:
             self.options.pools,
             self.options.seed,
             self.options.learners,
+            env_spec=self.resolved.options.env_spec,
         )
         plan = build_plan(
             top,
@@ -221,7 +222,7 @@ class Session:
             f"impala local: run [bold]{plan.run}[/bold] in {self.run_dir}\n"
             f"  ingress  {', '.join(plan.ingress)}  token in {plan.pools[0].token_file}\n"
             f"  dial in: impala env --address {plan.ingress[0]} --token-file {plan.pools[0].token_file}"
-            f" --env {self.resolved.env}\n"
+            f" --env {self.resolved.env or '<your env>'}\n"
             f"  control  {plan.control_url}  (token in {plan.control.token_file})"
             + (
                 f"\n  prometheus  {self.prometheus.url}  (alerts: {self.prometheus.url}/alerts)"

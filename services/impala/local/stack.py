@@ -7,10 +7,11 @@ run and exit code in ``impala.local.main``.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from impala.core import env_spec
 from impala.core.envs import check_env_id
 from impala.core.presets import preset, target_return
 from impala.learner.settings import LearnerSettings
@@ -33,6 +34,9 @@ class LocalOptions:
     """
 
     env: str | None = None
+    env_spec: Path | None = None  # the run's spaces from a file; without env, for foreign clients only
+    use_lstm: bool | None = None  # model overrides of the preset (None: the preset's)
+    hidden_size: int | None = None
     clients: int = 2
     envs_per_client: int | None = None
     pools: int = 1
@@ -58,7 +62,7 @@ class Resolved:
     """Options with every gap filled: what the session runs."""
 
     options: LocalOptions
-    env: str
+    env: str  # the Gymnasium id, or "" for a spec-only run (no Python env clients)
     envs_per_client: int
     target: float | None
     run_dir: Path
@@ -91,6 +95,10 @@ def resolve(options: LocalOptions) -> Resolved:
         if env is not None and env != saved_env:
             raise OptionsError(f"{options.resume} trained {saved_env}; --env {env} cannot resume it")
         env, saved = saved_env, config.get("services", {})
+        if options.env_spec is None and config["local"].get("env_spec"):
+            options = replace(options, env_spec=Path(config["local"]["env_spec"]))
+    if options.env_spec is not None:
+        return _resolve_spec_run(options, env, saved)
     env = env or DEFAULT_ENV
     check_env_id(env)  # a UserError before anything starts, not a crash loop of every service
     target = None
@@ -106,6 +114,31 @@ def resolve(options: LocalOptions) -> Resolved:
     envs = options.envs_per_client or default_envs_per_client(env, options.clients)
     run_dir = options.resume or options.run_dir or default_run_dir(env)
     return Resolved(options, env, envs, target, run_dir, saved)
+
+
+def _resolve_spec_run(options: LocalOptions, env: str | None, saved: dict[str, Any] | None) -> Resolved:
+    """``--env-spec FILE``: the spaces from the file; with ``--env`` too they must agree (and the Python
+    env clients run that env), without it the stack serves foreign clients only and has no target
+    unless one is given."""
+    assert options.env_spec is not None
+    spec_file = options.env_spec.resolve()
+    try:
+        env_spec.resolve(env, spec_file)
+    except env_spec.EnvSpecError as err:
+        raise OptionsError(str(err)) from None
+    if not env and options.clients > 0:
+        raise OptionsError(
+            "--env-spec without --env serves clients of your own: pass --clients 0 "
+            "(or --env ID to also run Python env clients of a Gymnasium env)"
+        )
+    target = options.target_return if options.use_target else None
+    if target is None and env and options.use_target:
+        target = target_return(env)
+    if target is not None and not math.isfinite(target):
+        raise OptionsError(f"--target-return must be a finite number, got {target}")
+    envs = options.envs_per_client or default_envs_per_client(env or "", options.clients)
+    run_dir = options.resume or options.run_dir or default_run_dir(env or spec_file.stem)
+    return Resolved(replace(options, env_spec=spec_file), env or "", envs, target, run_dir, saved)
 
 
 def _check_learners(options: LocalOptions, env: str, saved: dict[str, Any] | None) -> None:

@@ -15,6 +15,14 @@ def register(app: typer.Typer) -> None:
     def evaluate(
         checkpoint: Annotated[Path, typer.Option(help="Checkpoint file (runs/<name>/checkpoints/ckpt-*.pt).")],
         env: Annotated[str | None, typer.Option(help="Gymnasium environment id (default: the checkpoint's).")] = None,
+        env_spec: Annotated[
+            Path | None,
+            typer.Option(
+                envvar="IMPALA_ENV_SPEC",
+                dir_okay=False,
+                help="Env spec file; refused unless it matches the checkpoint's spaces (which eval reads).",
+            ),
+        ] = None,
         episodes: Annotated[int, typer.Option(min=1, help="Episodes to run.")] = 10,
         greedy: Annotated[bool, typer.Option(help="Take the most likely action instead of sampling.")] = False,
         seed: Annotated[int, typer.Option(help="Seed of the first episode.")] = 0,
@@ -23,7 +31,11 @@ def register(app: typer.Typer) -> None:
         """Run a checkpoint's policy for N episodes and print mean ± std return."""
         from impala.tools.evaluate import evaluate_checkpoint
 
-        raise typer.Exit(evaluate_checkpoint(checkpoint, env, episodes, greedy=greedy, seed=seed, video_dir=video_dir))
+        raise typer.Exit(
+            evaluate_checkpoint(
+                checkpoint, env, episodes, env_spec=env_spec, greedy=greedy, seed=seed, video_dir=video_dir
+            )
+        )
 
     @app.command("export")
     def export(

@@ -17,6 +17,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
+from impala.core.env_spec import EnvSpecError, from_spaces, load_env_spec
 from impala.core.envs import make_env
 from impala.core.errors import UserError
 from impala.core.models import Policy
@@ -61,21 +62,21 @@ def make_eval_env(env_id: str, video_dir: Path | None) -> gym.Env[Any, Any]:
 
 
 def _mismatch(env: gym.Env[Any, Any], model: Policy) -> str | None:
-    """Why ``model`` cannot act in ``env`` (observation shape or action count), or None."""
-    shape = tuple(env.observation_space.shape or ())
-    actions = getattr(env.action_space, "n", None)
-    if shape != model.spec.observation_shape or actions != model.spec.num_actions:
-        return (
-            f"the env has observations {shape} and {actions} actions; the policy expects "
-            f"{model.spec.observation_shape} and {model.spec.num_actions}"
-        )
+    """Why ``model`` cannot act in ``env`` (observation or action space), or None."""
+    try:
+        spec = from_spaces(env.observation_space, env.action_space)
+    except EnvSpecError as err:
+        return str(err)
+    want = model.spec.env_spec
+    if (spec.observation_shape, spec.action) != (want.observation_shape, want.action):
+        return f"the env has {spec.describe()}; the policy expects {want.describe()}"
     return None
 
 
 def run_episodes(model: Policy, env: gym.Env[Any, Any], episodes: int, *, greedy: bool, seed: int) -> EvalResult:
     """Play ``episodes`` full episodes of ``env`` with ``model`` (batch of one, recurrent state carried)."""
     generator = torch.Generator().manual_seed(seed)
-    dtype = torch.uint8 if model.spec.observation_dtype == "uint8" else torch.float32
+    dtype, space = np.dtype(model.spec.observation_dtype), model.spec.actions
     returns: list[float] = []
     lengths: list[int] = []
     for episode in range(episodes):
@@ -83,10 +84,11 @@ def run_episodes(model: Policy, env: gym.Env[Any, Any], episodes: int, *, greedy
         state = model.initial_state(1)
         first, total, steps, over = True, 0.0, 0, False
         while not over:
-            obs_t = torch.as_tensor(np.asarray(obs), dtype=dtype).unsqueeze(0)
+            obs_t = torch.from_numpy(np.asarray(obs, dtype=dtype)).unsqueeze(0)
             out = model.act(obs_t, torch.tensor([first]), state, greedy=greedy, generator=generator)
             state, first = out.core_state, False
-            obs, reward, terminated, truncated, _ = env.step(int(out.action[0]))
+            action = space.clip(out.action.numpy())[0]
+            obs, reward, terminated, truncated, _ = env.step(int(action) if space.type == "discrete" else action)
             total += float(reward)
             steps += 1
             over = bool(terminated or truncated)
@@ -100,16 +102,33 @@ def evaluate_checkpoint(
     env_id: str | None,
     episodes: int,
     *,
+    env_spec: Path | None = None,
     greedy: bool = False,
     seed: int = 0,
     video_dir: Path | None = None,
 ) -> int:
     """``impala eval``: print mean ± std return; 0 on success. ``UserError`` (exit code 2) for an
-    unusable checkpoint, an unknown env id, an env the policy cannot act in, or a video problem."""
+    unusable checkpoint, an unknown env id, an env the policy cannot act in, a video problem, an env
+    spec that disagrees with the checkpoint, or a spec-only checkpoint without ``env_id``."""
     from rich.console import Console
 
     out = Console(soft_wrap=True)
     model, config = checkpoint_policy(checkpoint)
+    try:
+        declared = None if env_spec is None else load_env_spec(env_spec)
+    except EnvSpecError as err:
+        raise UserError(str(err)) from None
+    if declared is not None and declared != model.spec.env_spec:
+        raise UserError(
+            f"--env-spec {env_spec} says {declared.describe()}; the checkpoint's policy has "
+            f"{model.spec.env_spec.describe()}"
+        )
+    if env_id is None and config.get("env_spec"):
+        # A spec-only run names no env to play; the trainer's default env id is not the run's env.
+        raise UserError(
+            f"{checkpoint} was trained from the env spec {config['env_spec']} ({model.spec.env_spec.describe()}); "
+            "impala eval plays a Gymnasium env: pass --env ID"
+        )
     env_id = env_id or str(config.get("env", "CartPole-v1"))  # default: the env the checkpoint was trained on
     if video_dir is not None and (problem := video_problem(env_id)) is not None:
         raise UserError(problem)

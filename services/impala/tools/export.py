@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import logging
 import warnings
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +49,7 @@ def _spec(payload: dict[str, Any], config: dict[str, Any]) -> ModelSpec:
     for key in ("model_spec", "spec"):
         stored = payload.get(key)
         if isinstance(stored, dict):
-            return ModelSpec(**{**stored, "observation_shape": tuple(stored["observation_shape"])})
+            return ModelSpec.from_dict(stored)
         if isinstance(stored, ModelSpec):
             return stored
     if "env" not in config:
@@ -68,7 +67,7 @@ def export_policy(model: Policy, out: Path, metadata: dict[str, Any]) -> Path:
     traced = tracing.trace(model)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # torch 2.13 marks TorchScript deprecated
-        extra = {"impala.json": json.dumps({**metadata, "spec": asdict(model.spec)})}
+        extra = {"impala.json": json.dumps({**metadata, "spec": model.spec.to_dict()})}
         torch.jit.save(traced, str(out), _extra_files=extra)
     return out
 

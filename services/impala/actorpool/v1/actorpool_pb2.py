@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from impala.tensor.v1 import tensor_pb2 as impala_dot_tensor_dot_v1_dot_tensor__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#impala/actorpool/v1/actorpool.proto\x12\x13impala.actorpool.v1\x1a\x1dimpala/tensor/v1/tensor.proto\"l\n\nEnvMessage\x12+\n\x05hello\x18\x01 \x01(\x0b\x32\x1a.impala.actorpool.v1.HelloH\x00\x12)\n\x04step\x18\x02 \x01(\x0b\x32\x19.impala.actorpool.v1.StepH\x00\x42\x06\n\x04kind\"\x95\x01\n\x05Hello\x12\x13\n\x0b\x63lient_name\x18\x01 \x01(\t\x12\x10\n\x08num_envs\x18\x02 \x01(\r\x12\x36\n\x10observation_spec\x18\x03 \x01(\x0b\x32\x1c.impala.tensor.v1.TensorSpec\x12\x13\n\x0bnum_actions\x18\x04 \x01(\r\x12\x18\n\x10protocol_version\x18\x05 \x01(\r\"\xa1\x01\n\x04Step\x12-\n\x0bobservation\x18\x01 \x01(\x0b\x32\x18.impala.tensor.v1.Tensor\x12\x0e\n\x06reward\x18\x02 \x03(\x02\x12\x12\n\nterminated\x18\x03 \x03(\x08\x12\x11\n\ttruncated\x18\x04 \x03(\x08\x12\x33\n\x11\x66inal_observation\x18\x05 \x01(\x0b\x32\x18.impala.tensor.v1.Tensor\"x\n\x0c\x41gentMessage\x12/\n\x07welcome\x18\x01 \x01(\x0b\x32\x1c.impala.actorpool.v1.WelcomeH\x00\x12/\n\x07\x61\x63tions\x18\x02 \x01(\x0b\x32\x1c.impala.actorpool.v1.ActionsH\x00\x42\x06\n\x04kind\"^\n\x07Welcome\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x15\n\runroll_length\x18\x02 \x01(\r\x12\x16\n\x0epolicy_version\x18\x03 \x01(\x03\x12\x10\n\x08max_envs\x18\x04 \x01(\r\"L\n\x07\x41\x63tions\x12)\n\x07\x61\x63tions\x18\x01 \x01(\x0b\x32\x18.impala.tensor.v1.Tensor\x12\x16\n\x0epolicy_version\x18\x02 \x01(\x03\x32^\n\tActorPool\x12Q\n\x07\x43onnect\x12\x1f.impala.actorpool.v1.EnvMessage\x1a!.impala.actorpool.v1.AgentMessage(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#impala/actorpool/v1/actorpool.proto\x12\x13impala.actorpool.v1\x1a\x1dimpala/tensor/v1/tensor.proto\"l\n\nEnvMessage\x12+\n\x05hello\x18\x01 \x01(\x0b\x32\x1a.impala.actorpool.v1.HelloH\x00\x12)\n\x04step\x18\x02 \x01(\x0b\x32\x19.impala.actorpool.v1.StepH\x00\x42\x06\n\x04kind\"\xcb\x01\n\x05Hello\x12\x13\n\x0b\x63lient_name\x18\x01 \x01(\t\x12\x10\n\x08num_envs\x18\x02 \x01(\r\x12\x36\n\x10observation_spec\x18\x03 \x01(\x0b\x32\x1c.impala.tensor.v1.TensorSpec\x12\x13\n\x0bnum_actions\x18\x04 \x01(\r\x12\x18\n\x10protocol_version\x18\x05 \x01(\r\x12\x34\n\x0b\x61\x63tion_spec\x18\x06 \x01(\x0b\x32\x1f.impala.actorpool.v1.ActionSpec\"\x8f\x01\n\nActionSpec\x12\x12\n\x08\x64iscrete\x18\x01 \x01(\rH\x00\x12<\n\x0emulti_discrete\x18\x02 \x01(\x0b\x32\".impala.actorpool.v1.MultiDiscreteH\x00\x12\'\n\x03\x62ox\x18\x03 \x01(\x0b\x32\x18.impala.actorpool.v1.BoxH\x00\x42\x06\n\x04kind\"\x1d\n\rMultiDiscrete\x12\x0c\n\x04nvec\x18\x01 \x03(\r\"/\n\x03\x42ox\x12\r\n\x05shape\x18\x01 \x03(\x03\x12\x0b\n\x03low\x18\x02 \x03(\x02\x12\x0c\n\x04high\x18\x03 \x03(\x02\"\xa1\x01\n\x04Step\x12-\n\x0bobservation\x18\x01 \x01(\x0b\x32\x18.impala.tensor.v1.Tensor\x12\x0e\n\x06reward\x18\x02 \x03(\x02\x12\x12\n\nterminated\x18\x03 \x03(\x08\x12\x11\n\ttruncated\x18\x04 \x03(\x08\x12\x33\n\x11\x66inal_observation\x18\x05 \x01(\x0b\x32\x18.impala.tensor.v1.Tensor\"x\n\x0c\x41gentMessage\x12/\n\x07welcome\x18\x01 \x01(\x0b\x32\x1c.impala.actorpool.v1.WelcomeH\x00\x12/\n\x07\x61\x63tions\x18\x02 \x01(\x0b\x32\x1c.impala.actorpool.v1.ActionsH\x00\x42\x06\n\x04kind\"^\n\x07Welcome\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x15\n\runroll_length\x18\x02 \x01(\r\x12\x16\n\x0epolicy_version\x18\x03 \x01(\x03\x12\x10\n\x08max_envs\x18\x04 \x01(\r\"L\n\x07\x41\x63tions\x12)\n\x07\x61\x63tions\x18\x01 \x01(\x0b\x32\x18.impala.tensor.v1.Tensor\x12\x16\n\x0epolicy_version\x18\x02 \x01(\x03\x32^\n\tActorPool\x12Q\n\x07\x43onnect\x12\x1f.impala.actorpool.v1.EnvMessage\x1a!.impala.actorpool.v1.AgentMessage(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,15 +35,21 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ENVMESSAGE']._serialized_start=91
   _globals['_ENVMESSAGE']._serialized_end=199
   _globals['_HELLO']._serialized_start=202
-  _globals['_HELLO']._serialized_end=351
-  _globals['_STEP']._serialized_start=354
-  _globals['_STEP']._serialized_end=515
-  _globals['_AGENTMESSAGE']._serialized_start=517
-  _globals['_AGENTMESSAGE']._serialized_end=637
-  _globals['_WELCOME']._serialized_start=639
-  _globals['_WELCOME']._serialized_end=733
-  _globals['_ACTIONS']._serialized_start=735
-  _globals['_ACTIONS']._serialized_end=811
-  _globals['_ACTORPOOL']._serialized_start=813
-  _globals['_ACTORPOOL']._serialized_end=907
+  _globals['_HELLO']._serialized_end=405
+  _globals['_ACTIONSPEC']._serialized_start=408
+  _globals['_ACTIONSPEC']._serialized_end=551
+  _globals['_MULTIDISCRETE']._serialized_start=553
+  _globals['_MULTIDISCRETE']._serialized_end=582
+  _globals['_BOX']._serialized_start=584
+  _globals['_BOX']._serialized_end=631
+  _globals['_STEP']._serialized_start=634
+  _globals['_STEP']._serialized_end=795
+  _globals['_AGENTMESSAGE']._serialized_start=797
+  _globals['_AGENTMESSAGE']._serialized_end=917
+  _globals['_WELCOME']._serialized_start=919
+  _globals['_WELCOME']._serialized_end=1013
+  _globals['_ACTIONS']._serialized_start=1015
+  _globals['_ACTIONS']._serialized_end=1091
+  _globals['_ACTORPOOL']._serialized_start=1093
+  _globals['_ACTORPOOL']._serialized_end=1187
 # @@protoc_insertion_point(module_scope)

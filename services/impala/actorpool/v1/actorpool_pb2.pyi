@@ -64,17 +64,25 @@ class Hello(_message.Message):
     OBSERVATION_SPEC_FIELD_NUMBER: _builtins.int
     NUM_ACTIONS_FIELD_NUMBER: _builtins.int
     PROTOCOL_VERSION_FIELD_NUMBER: _builtins.int
+    ACTION_SPEC_FIELD_NUMBER: _builtins.int
     client_name: _builtins.str
     """free text for logs and metrics (<= 128 chars)"""
     num_envs: _builtins.int
     """E, the number of envs stepped in lockstep, >= 1"""
     num_actions: _builtins.int
-    """size of the discrete action space"""
+    """size of the discrete action space; 0 for box and multi-discrete"""
     protocol_version: _builtins.int
     """must be 1"""
     @_builtins.property
     def observation_spec(self) -> _tensor_pb2.TensorSpec:
         """dtype and shape of ONE env's observation"""
+
+    @_builtins.property
+    def action_spec(self) -> Global___ActionSpec:
+        """The action space (additive): unset means Discrete(num_actions). When set, num_actions must equal
+        `discrete` for a discrete space and be 0 otherwise (a disagreement is FAILED_PRECONDITION), so an
+        older pool refuses a box or multi-discrete client through num_actions 0.
+        """
 
     def __init__(
         self,
@@ -84,14 +92,107 @@ class Hello(_message.Message):
         observation_spec: _tensor_pb2.TensorSpec | None = ...,
         num_actions: _builtins.int = ...,
         protocol_version: _builtins.int = ...,
+        action_spec: Global___ActionSpec | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["observation_spec", b"observation_spec"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["action_spec", b"action_spec", "observation_spec", b"observation_spec"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["client_name", b"client_name", "num_actions", b"num_actions", "num_envs", b"num_envs", "observation_spec", b"observation_spec", "protocol_version", b"protocol_version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action_spec", b"action_spec", "client_name", b"client_name", "num_actions", b"num_actions", "num_envs", b"num_envs", "observation_spec", b"observation_spec", "protocol_version", b"protocol_version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Hello: _TypeAlias = Hello  # noqa: Y015
+
+@_typing.final
+class ActionSpec(_message.Message):
+    """One env's action space; names mirror Gymnasium's spaces."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DISCRETE_FIELD_NUMBER: _builtins.int
+    MULTI_DISCRETE_FIELD_NUMBER: _builtins.int
+    BOX_FIELD_NUMBER: _builtins.int
+    discrete: _builtins.int
+    """n: actions 0 .. n-1, int64 [E] in Actions"""
+    @_builtins.property
+    def multi_discrete(self) -> Global___MultiDiscrete:
+        """int64 [E, K] in Actions"""
+
+    @_builtins.property
+    def box(self) -> Global___Box:
+        """float32 [E, *shape] in Actions"""
+
+    def __init__(
+        self,
+        *,
+        discrete: _builtins.int = ...,
+        multi_discrete: Global___MultiDiscrete | None = ...,
+        box: Global___Box | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["box", b"box", "discrete", b"discrete", "kind", b"kind", "multi_discrete", b"multi_discrete"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["box", b"box", "discrete", b"discrete", "kind", b"kind", "multi_discrete", b"multi_discrete"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["discrete", "multi_discrete", "box"]  # noqa: Y015
+    _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_kind) -> _WhichOneofReturnType_kind | None: ...
+
+Global___ActionSpec: _TypeAlias = ActionSpec  # noqa: Y015
+
+@_typing.final
+class MultiDiscrete(_message.Message):
+    """K independent discrete actions; component k takes values 0 .. nvec[k]-1."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NVEC_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def nvec(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """[K], each >= 1"""
+
+    def __init__(
+        self,
+        *,
+        nvec: _abc.Iterable[_builtins.int] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["nvec", b"nvec"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MultiDiscrete: _TypeAlias = MultiDiscrete  # noqa: Y015
+
+@_typing.final
+class Box(_message.Message):
+    """A continuous action of `shape`; low and high hold prod(shape) values each, in C order, with -inf /
+    +inf for an unbounded side. The pool sends its sample clipped to [low, high] where they are finite.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SHAPE_FIELD_NUMBER: _builtins.int
+    LOW_FIELD_NUMBER: _builtins.int
+    HIGH_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def shape(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]: ...
+    @_builtins.property
+    def low(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]: ...
+    @_builtins.property
+    def high(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]: ...
+    def __init__(
+        self,
+        *,
+        shape: _abc.Iterable[_builtins.int] | None = ...,
+        low: _abc.Iterable[_builtins.float] | None = ...,
+        high: _abc.Iterable[_builtins.float] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["high", b"high", "low", b"low", "shape", b"shape"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Box: _TypeAlias = Box  # noqa: Y015
 
 @_typing.final
 class Step(_message.Message):
@@ -221,7 +322,9 @@ class Actions(_message.Message):
     """version of the weights that chose them"""
     @_builtins.property
     def actions(self) -> _tensor_pb2.Tensor:
-        """int64 [E], one discrete action per env"""
+        """One action per env: int64 [E] (discrete), int64 [E, K] (multi-discrete) or float32 [E, *shape]
+        (box, clipped to the space's finite bounds).
+        """
 
     def __init__(
         self,

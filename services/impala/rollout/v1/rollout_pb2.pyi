@@ -44,6 +44,7 @@ class Rollout(_message.Message):
     SESSION_ID_FIELD_NUMBER: _builtins.int
     ENV_INDEX_FIELD_NUMBER: _builtins.int
     CREATED_UNIX_NS_FIELD_NUMBER: _builtins.int
+    BEHAVIOUR_LOG_PROB_FIELD_NUMBER: _builtins.int
     policy_version: _builtins.int
     """oldest policy version that acted in this rollout"""
     producer_id: _builtins.str
@@ -62,11 +63,16 @@ class Rollout(_message.Message):
 
     @_builtins.property
     def action(self) -> _tensor_pb2.Tensor:
-        """int64 [T]"""
+        """The actions taken, per action space: int64 [T] (discrete), int64 [T, K] (multi-discrete) or
+        float32 [T, *shape] (box: the UNCLIPPED sample; the client got it clipped to the bounds).
+        """
 
     @_builtins.property
     def behaviour_logits(self) -> _tensor_pb2.Tensor:
-        """float32 [T, A], logits of the acting policy"""
+        """float32 [T, P], the acting policy's distribution parameters (what entropy and KL terms need):
+        logits [T, A] (discrete), the K heads' logits concatenated [T, sum(nvec)] (multi-discrete), the
+        Gaussian's mean then log standard deviation [T, 2*D], D = prod(shape) (box).
+        """
 
     @_builtins.property
     def reward(self) -> _tensor_pb2.Tensor:
@@ -106,6 +112,13 @@ class Rollout(_message.Message):
     def episode_lengths(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
         """their lengths in steps"""
 
+    @_builtins.property
+    def behaviour_log_prob(self) -> _tensor_pb2.Tensor:
+        """float32 [T], log mu(action[t] | x_t): the behaviour policy's log-probability of the action recorded
+        above (for multi-discrete the sum over heads; for box the density of the unclipped sample). V-trace
+        uses log pi(a) - log mu(a). 0 on padding.
+        """
+
     def __init__(
         self,
         *,
@@ -127,10 +140,11 @@ class Rollout(_message.Message):
         session_id: _builtins.str = ...,
         env_index: _builtins.int = ...,
         created_unix_ns: _builtins.int = ...,
+        behaviour_log_prob: _tensor_pb2.Tensor | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "behaviour_logits", b"behaviour_logits", "bootstrap_value", b"bootstrap_value", "mask", b"mask", "observation", b"observation", "policy_versions", b"policy_versions", "reward", b"reward", "terminated", b"terminated", "truncated", b"truncated"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "behaviour_log_prob", b"behaviour_log_prob", "behaviour_logits", b"behaviour_logits", "bootstrap_value", b"bootstrap_value", "mask", b"mask", "observation", b"observation", "policy_versions", b"policy_versions", "reward", b"reward", "terminated", b"terminated", "truncated", b"truncated"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "behaviour_logits", b"behaviour_logits", "bootstrap_value", b"bootstrap_value", "created_unix_ns", b"created_unix_ns", "env_index", b"env_index", "episode_lengths", b"episode_lengths", "episode_returns", b"episode_returns", "initial_core_state", b"initial_core_state", "length", b"length", "mask", b"mask", "observation", b"observation", "policy_version", b"policy_version", "policy_versions", b"policy_versions", "producer_id", b"producer_id", "reward", b"reward", "session_id", b"session_id", "terminated", b"terminated", "truncated", b"truncated"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "behaviour_log_prob", b"behaviour_log_prob", "behaviour_logits", b"behaviour_logits", "bootstrap_value", b"bootstrap_value", "created_unix_ns", b"created_unix_ns", "env_index", b"env_index", "episode_lengths", b"episode_lengths", "episode_returns", b"episode_returns", "initial_core_state", b"initial_core_state", "length", b"length", "mask", b"mask", "observation", b"observation", "policy_version", b"policy_version", "policy_versions", b"policy_versions", "producer_id", b"producer_id", "reward", b"reward", "session_id", b"session_id", "terminated", b"terminated", "truncated", b"truncated"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

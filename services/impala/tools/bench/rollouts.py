@@ -43,6 +43,7 @@ def record(shape: Shape, seed: int = 0, version: int = 1) -> RolloutRecord:
         observation=observation,
         action=rng.integers(0, spec.num_actions, T, dtype=np.int64),
         behaviour_logits=rng.standard_normal((T, spec.num_actions), dtype=np.float32),
+        behaviour_log_prob=-rng.exponential(size=T).astype(np.float32),
         reward=rng.standard_normal(T, dtype=np.float32),
         terminated=terminated,
         truncated=np.zeros(T, dtype=bool),
