@@ -11,10 +11,10 @@ from impala.core.metrics import BATCH_BUCKETS, LATENCY_BUCKETS, zero_labels
 # (gRPC code, reason) of every way the pool ends a stream (impala.actorpool.validation, servicer,
 # session, and the token check of impala.core.grpc_server; tests/monitoring/test_exposition.py checks
 # the sources raise no other): exported at 0 from the start.
-_INVALID = ("client_name", "num_envs", "observation_spec", "observation", "final_observation", "reward")
+_INVALID = ("client_name", "num_envs", "observation_spec", "action_spec", "observation", "final_observation", "reward")
 REJECTIONS: tuple[tuple[str, str], ...] = (
     *(("INVALID_ARGUMENT", r) for r in (*_INVALID, "terminated", "truncated", "first_step", "order")),
-    *(("FAILED_PRECONDITION", r) for r in ("protocol_version", "observation_spec", "num_actions")),
+    *(("FAILED_PRECONDITION", r) for r in ("protocol_version", "observation_spec", "action_spec", "num_actions")),
     ("UNAUTHENTICATED", "missing_token"),
     ("UNAUTHENTICATED", "unknown_token"),
     ("RESOURCE_EXHAUSTED", "max_clients"),
