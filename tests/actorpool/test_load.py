@@ -20,7 +20,23 @@ pytestmark = pytest.mark.slow
 STREAMS, SECONDS = 256, 5.0
 
 
-async def one_stream(port: int, until: float, latencies: list[float]) -> int:
+class Start:
+    """Every stream measures the same window, opened once all of them hold their Welcome (so a stream
+    whose handshake finished late on a slow machine is not counted as starved)."""
+
+    def __init__(self, streams: int) -> None:
+        self.waiting, self.opened, self.until = streams, asyncio.Event(), 0.0
+
+    async def welcomed(self) -> float:
+        self.waiting -= 1
+        if self.waiting == 0:
+            self.until = time.monotonic() + SECONDS
+            self.opened.set()
+        await self.opened.wait()
+        return self.until
+
+
+async def one_stream(port: int, start: Start, latencies: list[float]) -> int:
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
         call = actorpool_pb2_grpc.ActorPoolStub(channel).Connect()
         hello = actorpool_pb2.Hello(
@@ -32,6 +48,7 @@ async def one_stream(port: int, until: float, latencies: list[float]) -> int:
         )
         await call.write(actorpool_pb2.EnvMessage(hello=hello))
         await call.read()
+        until = await start.welcomed()
         step = actorpool_pb2.EnvMessage(
             step=actorpool_pb2.Step(
                 observation=tensors.encode(np.zeros((1, 4), np.float32)),
@@ -60,8 +77,8 @@ def test_256_concurrent_streams_are_all_served() -> None:
         latencies: list[float] = []
 
         async def run() -> list[int]:
-            until = time.monotonic() + SECONDS
-            return await asyncio.gather(*(one_stream(port, until, latencies) for _ in range(STREAMS)))
+            start = Start(STREAMS)
+            return await asyncio.gather(*(one_stream(port, start, latencies) for _ in range(STREAMS)))
 
         steps = asyncio.run(run())
         rss_loaded = rss_mib(proc.pid)

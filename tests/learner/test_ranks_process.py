@@ -103,9 +103,9 @@ def test_a_killed_rank_stops_the_other_and_the_world_resumes(
     finally:
         stop_all(world)
     saved = load_checkpoint(latest_checkpoint(ckpt_dir) or Path("missing"))
-    assert saved["learner_step"] >= 4  # rank 0 checkpointed the last step both ranks finished
-    assert_global({**saved, "learner_step": saved["learner_step"]})
-    resumed = saved["learner_step"]
+    assert saved["learner_steps"] >= 4  # rank 0 checkpointed the last step both ranks finished
+    assert_global({**saved, "learner_step": saved["learner_steps"]})
+    resumed = saved["learner_steps"]
 
     restarted = time.time()
     world = start_world(redis_server.url, ckpt_dir, tmp_path)
@@ -142,9 +142,9 @@ def test_a_killed_rank_stops_the_other_and_the_world_resumes(
     finally:
         stop_all(world)
     final = load_checkpoint(latest_checkpoint(ckpt_dir) or Path("missing"))
-    assert final["learner_step"] >= resumed + 3
-    assert_global(final)
-    assert int(status(redis_client)["last_checkpoint_step"]) == final["learner_step"]
+    assert final["learner_steps"] >= resumed + 3
+    assert_global({**final, "learner_step": final["learner_steps"]})
+    assert int(status(redis_client)["last_checkpoint_step"]) == final["learner_steps"]
 
 
 def _alive(world: list[subprocess.Popen[bytes]], logs: object) -> None:
