@@ -16,6 +16,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from impala.core.redis_keys import RunKeys
+from impala.core.redis_records import PoolStatus, RunState
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +37,7 @@ class PoolControl:
         self.redis, self.keys, self.pool_id = redis, keys, pool_id
         self.status_interval_s = status_interval_s
         # Fields of the heartbeat besides heartbeat/paused; the pool sets it once assembled.
-        self.status: Callable[[], dict[str, str | int | float]] = dict
+        self.status: Callable[[], PoolStatus] = PoolStatus
         self._on_change = on_pause_change
         self._running = asyncio.Event()
         self._running.set()
@@ -89,8 +90,7 @@ class PoolControl:
         failing = False
         while True:
             try:
-                value = await self.redis.hget(self.keys.state, "paused")
-                self._set(value in (b"1", "1"))
+                self._set(RunState.is_paused(await self.redis.hget(self.keys.state, RunState.field("paused"))))
                 failing = False
             except (aioredis.ConnectionError, aioredis.TimeoutError, OSError) as err:
                 if not failing:  # one line per outage, keep the last known state meanwhile
@@ -102,11 +102,9 @@ class PoolControl:
         assert self.redis is not None
         while True:
             now = time.time()
-            fields: dict[bytes | bytearray | memoryview[int] | str | int | float, Any] = {
-                "heartbeat": now,
-                "paused": int(self.paused),
-            }
-            fields.update(self.status())
+            fields: dict[Any, Any] = (
+                self.status().model_copy(update={"heartbeat": now, "paused": self.paused}).to_hash()
+            )
             try:
                 async with self.redis.pipeline(transaction=False) as pipe:
                     pipe.hset(self.keys.pool_status(self.pool_id), mapping=fields)

@@ -31,6 +31,7 @@ from impala.actorpool.validation import EnvSpec
 from impala.core.grpc_server import GrpcServer, TlsFiles
 from impala.core.models import ModelSpec
 from impala.core.redis_keys import RunKeys
+from impala.core.redis_records import PoolStatus
 
 log = logging.getLogger(__name__)
 
@@ -114,15 +115,15 @@ class ActorPool:
         async for version, state_dict in updates:
             self.policy.offer(version, state_dict)
 
-    def status(self) -> dict[str, str | int | float]:
-        return {
-            "clients": self.servicer.connected,
-            "env_steps": self.servicer.pool.stats.env_steps,
-            "rollouts_produced": self.servicer.pool.stats.rollouts_produced,
-            "rollouts_shed": self.servicer.pool.stats.rollouts_shed,
-            "policy_version": self.policy.version,
-            "address": f"{self.settings.host}:{self.port}",
-        }
+    def status(self) -> PoolStatus:
+        return PoolStatus(
+            clients=self.servicer.connected,
+            env_steps=self.servicer.pool.stats.env_steps,
+            rollouts_produced=self.servicer.pool.stats.rollouts_produced,
+            rollouts_shed=self.servicer.pool.stats.rollouts_shed,
+            policy_version=self.policy.version,
+            address=f"{self.settings.host}:{self.port}",
+        )
 
 
 def build_actorpool(

@@ -25,6 +25,7 @@ from redis.typing import StreamIdT
 from impala.core.backoff import Backoff
 from impala.core.redis_client import TRANSIENT_ERRORS, sync_client
 from impala.core.redis_keys import LEARNER_GROUP, RunKeys
+from impala.core.redis_records import RunCounters
 
 log = logging.getLogger(__name__)
 
@@ -125,12 +126,12 @@ class RolloutConsumer:
     def ack(self, ids: Sequence[str]) -> int:
         """Acknowledge and delete entries after the step that learned from them; counts
         ``rollouts_consumed``. Returns how many were still pending (already-acked ids are skipped)."""
-        return self._finish(ids, "rollouts_consumed")
+        return self._finish(ids, RunCounters.field("rollouts_consumed"))
 
     def drop(self, ids: Sequence[str], reason: str) -> int:
         """Acknowledge and delete entries without learning from them (stale, corrupt); counts
         ``rollouts_dropped`` and logs one line."""
-        done = self._finish(ids, "rollouts_dropped")
+        done = self._finish(ids, RunCounters.field("rollouts_dropped"))
         if ids:
             log.warning("rollouts dropped", extra={"consumer": self.consumer, "reason": reason, "count": len(ids)})
         return done
@@ -237,7 +238,15 @@ class RolloutConsumer:
             pipe = self._client.pipeline(transaction=False)
             # EVAL, not the registered script's EVALSHA: a pipeline holding a Script object first asks
             # SCRIPT EXISTS in a round trip of its own.
-            pipe.eval(_ACK_SCRIPT, 2, self.keys.rollouts, self.keys.counters, LEARNER_GROUP, "rollouts_consumed", *ids)
+            pipe.eval(
+                _ACK_SCRIPT,
+                2,
+                self.keys.rollouts,
+                self.keys.counters,
+                LEARNER_GROUP,
+                RunCounters.field("rollouts_consumed"),
+                *ids,
+            )
             pipe.xreadgroup(LEARNER_GROUP, self.consumer, {self.keys.rollouts: ">"}, count=count, block=block_ms)
             return pipe.execute()[1]
 

@@ -23,6 +23,7 @@ from impala.buffer.metrics import BufferMetrics
 from impala.core.backoff import Backoff
 from impala.core.redis_client import TRANSIENT_ERRORS, async_client
 from impala.core.redis_keys import RunKeys
+from impala.core.redis_records import RunCounters
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +127,7 @@ class RolloutProducer:
         async with self._client.pipeline(transaction=True) as pipe:
             for payload in payloads:
                 pipe.xadd(self.keys.rollouts, {"r": payload})
-            pipe.hincrby(self.keys.counters, "rollouts_produced", len(payloads))
+            pipe.hincrby(self.keys.counters, RunCounters.field("rollouts_produced"), len(payloads))
             pipe.xlen(self.keys.rollouts)
             results = await pipe.execute()
         return int(results[-1])
@@ -166,7 +167,9 @@ class RolloutProducer:
 
     async def _shed(self, size: int) -> None:
         self.shed += 1
-        await self._retry("hincrby", lambda: self._client.hincrby(self.keys.counters, "rollouts_shed", 1))
+        await self._retry(
+            "hincrby", lambda: self._client.hincrby(self.keys.counters, RunCounters.field("rollouts_shed"), 1)
+        )
         log.warning(
             "rollout shed: buffer full",
             extra={

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-CheckpointState = Literal["pending", "done", "failed"]
+from impala.core.redis_records import CheckpointRecord, CheckpointState
 
 
 class Health(BaseModel):
@@ -67,16 +67,8 @@ class CheckpointAccepted(BaseModel):
     status: CheckpointState = "pending"
 
 
-class Checkpoint(BaseModel):
+class Checkpoint(CheckpointRecord):
     """A checkpoint record (the ``checkpoints`` hash, written by the learner)."""
-
-    id: str
-    status: CheckpointState
-    path: str | None = None
-    step: int | None = None
-    bytes: int | None = None
-    created_unix: float | None = None
-    error: str | None = None
 
 
 class CheckpointList(BaseModel):

@@ -3,18 +3,16 @@
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 import time
 import uuid
 from typing import Any
 
 import redis.asyncio as aioredis
-from pydantic import ValidationError
 
 from impala.control.models import Checkpoint, RolloutCounters, RunStatus
 from impala.core.redis_keys import RunKeys
+from impala.core.redis_records import Command, LearnerStatus, PoolStatus, RunCounters, RunState
 
 log = logging.getLogger(__name__)
 
@@ -36,32 +34,6 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def _hash(raw: dict[Any, Any]) -> dict[str, str]:
-    return {_text(k): _text(v) for k, v in raw.items()}
-
-
-def _float(fields: dict[str, str], key: str) -> float | None:
-    try:
-        return float(fields[key])
-    except (KeyError, ValueError):
-        return None
-
-
-def _int(fields: dict[str, str], key: str) -> int | None:
-    value = _float(fields, key)
-    return int(value) if value is not None and math.isfinite(value) else None
-
-
-def parse_checkpoint(checkpoint_id: str, raw: Any) -> Checkpoint:
-    """A record of the checkpoints hash; an unreadable one reads as failed rather than breaking the list."""
-    try:
-        record = Checkpoint.model_validate({**json.loads(_text(raw)), "id": checkpoint_id})
-    except (ValueError, TypeError, ValidationError):
-        log.warning("unreadable checkpoint record", extra={"checkpoint_id": checkpoint_id})
-        return Checkpoint(id=checkpoint_id, status="failed", error="unreadable record in Redis")
-    return record
-
-
 class RunStore:
     """Reads and writes one run's control keys."""
 
@@ -76,14 +48,14 @@ class RunStore:
 
     async def learner_heartbeat_age(self) -> float | None:
         """Seconds since the learner's last heartbeat, None when it never wrote one."""
-        heartbeat = await self.redis.hget(self.keys.learner_status, "heartbeat")
-        return _age(None if heartbeat is None else _text(heartbeat))
+        heartbeat = await self.redis.hget(self.keys.learner_status, LearnerStatus.field("heartbeat"))
+        return _age(LearnerStatus.from_hash({} if heartbeat is None else {"heartbeat": heartbeat}).heartbeat)
 
     def learner_alive(self, age: float | None) -> bool:
         return age is not None and age <= self.learner_timeout_s
 
     async def paused(self) -> bool:
-        return _text(await self.redis.hget(self.keys.state, "paused") or "0") == "1"
+        return RunState.is_paused(await self.redis.hget(self.keys.state, RunState.field("paused")))
 
     async def set_paused(self, paused: bool) -> bool:
         """Set the desired pause state; False when it already was ``paused`` (nothing changed)."""
@@ -94,37 +66,36 @@ class RunStore:
         """Everything GET /v1/status shows, from one pipelined round trip (plus one for live pools)."""
         now = time.time()
         async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.hget(self.keys.state, "paused")
+            pipe.hgetall(self.keys.state)
             pipe.hgetall(self.keys.learner_status)
             pipe.xlen(self.keys.rollouts)
             pipe.zrangebyscore(self.keys.pools, now - self.pool_timeout_s, "+inf")
             pipe.hgetall(self.keys.counters)
-            paused, learner_raw, depth, pool_ids, counters_raw = await pipe.execute()
-        learner, counters = _hash(learner_raw), _hash(counters_raw)
-        age = _age(learner.get("heartbeat"), now)
-        effective = learner.get("paused")
+            state_raw, learner_raw, depth, pool_ids, counters_raw = await pipe.execute()
+        learner, counters = LearnerStatus.from_hash(learner_raw), RunCounters.from_hash(counters_raw)
+        age = _age(learner.heartbeat, now)
         return RunStatus(
             run=self.keys.run,
-            paused=_text(paused or "0") == "1",
-            learner_paused=None if effective is None else effective == "1",
+            paused=RunState.from_hash(state_raw).paused is True,
+            learner_paused=learner.paused,
             learner_alive=self.learner_alive(age),
             learner_heartbeat_age_s=age,
-            learner_step=_int(learner, "learner_step"),
-            env_steps=_int(learner, "env_steps"),
-            env_steps_per_second=_float(learner, "env_steps_per_second"),
-            policy_version=_int(learner, "policy_version"),
-            policy_lag_mean=_float(learner, "policy_lag_mean"),
-            episode_return_mean=_float(learner, "episode_return_mean"),
-            episodes=_int(learner, "episodes"),
-            last_checkpoint=learner.get("last_checkpoint") or None,
-            last_checkpoint_step=_int(learner, "last_checkpoint_step"),
+            learner_step=learner.learner_step,
+            env_steps=learner.env_steps,
+            env_steps_per_second=learner.env_steps_per_second,
+            policy_version=learner.policy_version,
+            policy_lag_mean=learner.policy_lag_mean,
+            episode_return_mean=learner.episode_return_mean,
+            episodes=learner.episodes,
+            last_checkpoint=learner.last_checkpoint,
+            last_checkpoint_step=learner.last_checkpoint_step,
             buffer_depth=int(depth),
             clients=await self._clients([_text(p) for p in pool_ids]),
             rollouts=RolloutCounters(
-                **{
-                    name: _int(counters, f"rollouts_{name}") or 0
-                    for name in ("produced", "shed", "consumed", "dropped")
-                }
+                produced=counters.rollouts_produced or 0,
+                shed=counters.rollouts_shed or 0,
+                consumed=counters.rollouts_consumed or 0,
+                dropped=counters.rollouts_dropped or 0,
             ),
         )
 
@@ -134,9 +105,14 @@ class RunStore:
             return {}
         async with self.redis.pipeline(transaction=False) as pipe:
             for pool_id in pool_ids:
-                pipe.hget(self.keys.pool_status(pool_id), "clients")
+                pipe.hget(self.keys.pool_status(pool_id), PoolStatus.field("clients"))
             counts = await pipe.execute()
-        return {pool_id: int(float(_text(n))) for pool_id, n in zip(pool_ids, counts, strict=True) if n is not None}
+        clients = {
+            pool_id: PoolStatus.from_hash({"clients": n}).clients
+            for pool_id, n in zip(pool_ids, counts, strict=True)
+            if n is not None
+        }
+        return {pool_id: n for pool_id, n in clients.items() if n is not None}
 
     async def request_checkpoint(self) -> str:
         """Create a pending checkpoint record, then send the command; returns its id."""
@@ -145,10 +121,10 @@ class RunStore:
         record = Checkpoint(id=checkpoint_id, status="pending", created_unix=now)
         # MULTI keeps the contract's order (record before command) and never leaves one without the other.
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hset(self.keys.checkpoints, checkpoint_id, record.model_dump_json(exclude_none=True))
+            pipe.hset(self.keys.checkpoints, checkpoint_id, record.to_json())
             pipe.xadd(
                 self.keys.commands,
-                {"cmd": "checkpoint", "id": checkpoint_id, "ts": f"{now:.3f}"},
+                Command(cmd="checkpoint", id=checkpoint_id, ts=round(now, 3)).to_fields(),  # type: ignore[arg-type]
                 maxlen=COMMANDS_MAXLEN,
                 approximate=True,
             )
@@ -157,18 +133,16 @@ class RunStore:
 
     async def checkpoint(self, checkpoint_id: str) -> Checkpoint | None:
         raw = await self.redis.hget(self.keys.checkpoints, checkpoint_id)
-        return None if raw is None else parse_checkpoint(checkpoint_id, raw)
+        return None if raw is None else Checkpoint.from_json(checkpoint_id, raw)
 
     async def checkpoints(self) -> list[Checkpoint]:
         """Every checkpoint record, newest first."""
-        records = [parse_checkpoint(_text(k), v) for k, v in (await self.redis.hgetall(self.keys.checkpoints)).items()]
+        raw = await self.redis.hgetall(self.keys.checkpoints)
+        records = [Checkpoint.from_json(_text(k), v) for k, v in raw.items()]
         return sorted(records, key=lambda r: (r.created_unix or 0.0, r.id), reverse=True)
 
 
-def _age(heartbeat: str | None, now: float | None = None) -> float | None:
+def _age(heartbeat: float | None, now: float | None = None) -> float | None:
     if heartbeat is None:
         return None
-    try:
-        return max(0.0, (time.time() if now is None else now) - float(heartbeat))
-    except ValueError:
-        return None
+    return max(0.0, (time.time() if now is None else now) - heartbeat)

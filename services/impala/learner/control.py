@@ -11,7 +11,6 @@ command served before a crash is not served twice.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import queue
 import threading
@@ -24,11 +23,11 @@ from typing import Any
 import redis
 
 from impala.core.redis_keys import RunKeys
+from impala.core.redis_records import CheckpointRecord, Command, LearnerStatus, RunState
 
 log = logging.getLogger(__name__)
 
 POLL_S = 0.2  # the contract asks for a pause poll period of at most 0.25 s
-StatusValue = str | int | float
 
 
 @dataclass(frozen=True)
@@ -54,7 +53,7 @@ class ControlPlane:
         client: redis.Redis,
         keys: RunKeys,
         *,
-        status: Callable[[], Mapping[str, StatusValue]],
+        status: Callable[[], LearnerStatus],
         status_interval_s: float = 1.0,
     ) -> None:
         self.client, self.keys = client, keys
@@ -63,7 +62,7 @@ class ControlPlane:
         self.last_command_id = "0"
         self._status = status
         self._paused = threading.Event()
-        self._results: deque[tuple[CheckpointRequest, dict[str, Any]]] = deque()
+        self._results: deque[tuple[CheckpointRequest, CheckpointRecord]] = deque()
         self._cursor = "0"
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="learner-control", daemon=True)
@@ -82,7 +81,7 @@ class ControlPlane:
     def start(self) -> None:
         """Read where the previous learner stopped in the command stream, then start polling."""
         try:
-            stored: Any = self.client.hget(self.keys.learner_status, "last_command_id")
+            stored: Any = self.client.hget(self.keys.learner_status, LearnerStatus.field("last_command_id"))
         except redis.RedisError as err:
             # Starting from 0 is safe: commands already served are skipped by their stored status.
             log.warning("cannot read last_command_id; rescanning commands", extra={"error": str(err)})
@@ -101,9 +100,9 @@ class ControlPlane:
             log.warning("checkpoint results not written: redis unreachable", extra={"error": str(err)})
         self._heartbeat()
 
-    def complete(self, request: CheckpointRequest, result: Mapping[str, Any]) -> None:
+    def complete(self, request: CheckpointRequest, result: CheckpointRecord) -> None:
         """Record the outcome of ``request`` (written to Redis by this thread, retried through outages)."""
-        self._results.append((request, dict(result)))
+        self._results.append((request, result))
 
     def _run(self) -> None:
         next_status = 0.0
@@ -125,11 +124,11 @@ class ControlPlane:
             self._stop.wait(POLL_S)
 
     def _poll_pause(self) -> None:
-        value = self.client.hget(self.keys.state, "paused")
-        if value == b"1" and not self._paused.is_set():
+        paused = RunState.is_paused(self.client.hget(self.keys.state, RunState.field("paused")))
+        if paused and not self._paused.is_set():
             log.info("run paused")
             self._paused.set()
-        elif value != b"1" and self._paused.is_set():
+        elif not paused and self._paused.is_set():
             log.info("run resumed")
             self._paused.clear()
 
@@ -144,22 +143,21 @@ class ControlPlane:
                     self.requests.put(request)
 
     def _parse(self, stream_id: str, fields: Mapping[bytes, bytes]) -> CheckpointRequest | None:
-        command = fields.get(b"cmd", b"").decode()
-        checkpoint_id = fields.get(b"id", b"").decode()
-        if command != "checkpoint" or not checkpoint_id:
+        command = Command.from_fields(fields)
+        if command is None or command.cmd != "checkpoint" or not command.id:
             return None  # other commands are for the pools, or malformed; nothing to do here
-        stored = self.client.hget(self.keys.checkpoints, checkpoint_id)
-        if stored and json.loads(stored).get("status") in ("done", "failed"):
+        stored = self.client.hget(self.keys.checkpoints, command.id)
+        if stored and CheckpointRecord.from_json(command.id, stored).status in CheckpointRecord.FINAL:
             return None  # served before a restart whose last_command_id write was lost
-        return CheckpointRequest(id=checkpoint_id, stream_id=stream_id)
+        return CheckpointRequest(id=command.id, stream_id=stream_id)
 
     def _flush_results(self) -> None:
         while self._results:
             request, result = self._results.popleft()
             try:
                 with self.client.pipeline(transaction=True) as pipe:
-                    pipe.hset(self.keys.checkpoints, request.id, json.dumps(result))
-                    pipe.hset(self.keys.learner_status, "last_command_id", request.stream_id)
+                    pipe.hset(self.keys.checkpoints, request.id, result.to_json())
+                    pipe.hset(self.keys.learner_status, LearnerStatus.field("last_command_id"), request.stream_id)
                     pipe.execute()
             except redis.RedisError:
                 self._results.appendleft((request, result))  # retried, in order, on the next poll
@@ -167,12 +165,7 @@ class ControlPlane:
             self.last_command_id = request.stream_id
 
     def _heartbeat(self) -> None:
-        now = time.time()
-        fields: dict[str, StatusValue] = {
-            **self._status(),
-            "heartbeat": now,
-            "last_command_id": self.last_command_id,
-        }
+        status = self._status().model_copy(update={"heartbeat": time.time(), "last_command_id": self.last_command_id})
         # The poller logs outages; the next heartbeat carries fresh values anyway.
         with contextlib.suppress(redis.RedisError):
-            self.client.hset(self.keys.learner_status, mapping=fields)  # type: ignore[arg-type]
+            self.client.hset(self.keys.learner_status, mapping=status.to_hash())  # type: ignore[arg-type]

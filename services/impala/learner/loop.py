@@ -13,12 +13,13 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
 from impala.core.batch import Batch
 from impala.core.learn import LearnConfig, LearnerState, learn_step
+from impala.core.redis_records import CheckpointRecord, LearnerStatus
 from impala.learner.checkpointing import Checkpointer, CheckpointInfo
-from impala.learner.control import CheckpointRequest, ControlPlane, StatusValue
+from impala.learner.control import CheckpointRequest, ControlPlane
 from impala.learner.distributed import Held, RankLostError, Ranks, Solo, Turn
 from impala.learner.metrics import LearnerMetrics
 from impala.learner.prefetch import BatchSource, Prepared
@@ -57,7 +58,7 @@ class TrainingLoop:
     paused: bool = False  # effective: True once the loop has stopped stepping
     ranks: Ranks = field(default_factory=Solo)
     _rate: RateMeter = field(default_factory=RateMeter)
-    _status: dict[str, StatusValue] = field(default_factory=dict)
+    _status: LearnerStatus = field(default_factory=LearnerStatus)
     _held: Prepared[Batch] | None = None  # a batch that arrived just as the run was paused
     _last_stats: dict[str, float] = field(default_factory=dict)  # of the last update, for the status hash
 
@@ -164,21 +165,20 @@ class TrainingLoop:
             request = self.control.requests.get_nowait()
             self.control.complete(request, self._answer(request))
 
-    def _answer(self, request: CheckpointRequest) -> dict[str, Any]:
-        result: dict[str, Any] = {"id": request.id, "path": "", "step": 0, "bytes": 0, "created_unix": 0.0, "error": ""}
+    def _answer(self, request: CheckpointRequest) -> CheckpointRecord:
         try:
             info = self.checkpoint()
         except Exception as err:  # disk full, permissions: report it to whoever asked
             log.exception("requested checkpoint failed", extra={"id": request.id})
-            return {**result, "status": "failed", "error": str(err)}
-        return {
-            **result,
-            "status": "done",
-            "path": str(info.path),
-            "step": info.step,
-            "bytes": info.bytes,
-            "created_unix": info.created_unix,
-        }
+            return CheckpointRecord(id=request.id, status="failed", error=str(err))
+        return CheckpointRecord(
+            id=request.id,
+            status="done",
+            path=str(info.path),
+            step=info.step,
+            bytes=info.bytes,
+            created_unix=info.created_unix,
+        )
 
     def _periodic_checkpoint(self) -> None:
         if not self.primary:
@@ -203,23 +203,22 @@ class TrainingLoop:
     def refresh_status(self) -> None:
         """Rebuild the heartbeat fields on this thread (the control thread only reads the dict)."""
         last = self.checkpointer.last
-        self._status = {
-            "learner_step": self.state.learner_steps,
-            "env_steps": self.state.env_steps,
-            "policy_version": self.progress.policy_version,
-            "policy_lag_mean": self.progress.lag_mean,
-            "episode_return_mean": self.progress.return_mean,
-            "episodes": self.progress.episodes,
-            "paused": int(self.paused),
-            "last_checkpoint": str(last.path) if last else "",
-            "last_checkpoint_step": last.step if last else 0,
-            "last_checkpoint_unix": last.created_unix if last else 0.0,
+        self._status = LearnerStatus(
+            learner_step=self.state.learner_steps,
+            env_steps=self.state.env_steps,
+            policy_version=self.progress.policy_version,
+            policy_lag_mean=self.progress.lag_mean,
+            episode_return_mean=self.progress.return_mean,
+            episodes=self.progress.episodes,
+            paused=self.paused,
+            last_checkpoint=str(last.path) if last else "",
+            last_checkpoint_step=last.step if last else 0,
+            last_checkpoint_unix=last.created_unix if last else 0.0,
             **self._last_stats,
-        }
+        )
 
-    def status(self) -> dict[str, StatusValue]:
+    def status(self) -> LearnerStatus:
         """Heartbeat fields (called by the control thread)."""
-        fields = dict(self._status)
-        fields["env_steps_per_second"] = self._rate.update(int(fields.get("env_steps", 0)))
+        rate = self._rate.update(self._status.env_steps or 0)
         self.metrics.heartbeat.set(time.time())
-        return fields
+        return self._status.model_copy(update={"env_steps_per_second": rate})

@@ -11,6 +11,7 @@ from collections.abc import Callable
 import redis
 
 from impala.core.redis_keys import RunKeys
+from impala.core.redis_records import LearnerStatus
 from impala.local.plan import HOST, Plan
 
 POLL_S = 0.2
@@ -28,7 +29,7 @@ def port_open(port: int, host: str = HOST) -> bool:
 def learner_reporting(client: redis.Redis, keys: RunKeys) -> bool:
     """True once the learner's status hash has a heartbeat."""
     try:
-        return bool(client.hexists(keys.learner_status, "heartbeat"))
+        return bool(client.hexists(keys.learner_status, LearnerStatus.field("heartbeat")))
     except redis.RedisError:
         return False
 

@@ -11,20 +11,14 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import asdict, dataclass, fields
+from typing import Any
 
 import redis
 
 from impala.core.redis_keys import RunKeys
+from impala.core.redis_records import LearnerStatus, PoolStatus
 
 POOL_FRESH_S = 30.0
-# metrics.csv column -> field of the learner's status hash (the loss terms of impala_learner_loss).
-_UPDATE_STATS = {
-    "policy_loss": "pg_loss",
-    "value_loss": "baseline_loss",
-    "entropy_loss": "entropy_loss",
-    "grad_norm": "grad_norm",
-    "learning_rate": "learning_rate",
-}
 
 
 @dataclass(frozen=True)
@@ -55,43 +49,38 @@ class Snapshot:
         return asdict(self)
 
 
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
-def _num(raw: dict[str, str], key: str, default: float) -> float:
-    value = raw.get(key)
-    if value is None:
-        return default
-    try:
-        return float(value)
-    except ValueError:
-        return default
-
-
 def read_snapshot(client: redis.Redis, keys: RunKeys, time_s: float) -> Snapshot:
     """Read the status keys once (raises ``redis.RedisError`` when Redis is unreachable)."""
-    learner = {_text(k): _text(v) for k, v in client.hgetall(keys.learner_status).items()}
-    pool_ids = client.zrangebyscore(keys.pools, time.time() - POOL_FRESH_S, "+inf")
+    learner = LearnerStatus.from_hash(client.hgetall(keys.learner_status))
+    pool_ids: Any = client.zrangebyscore(keys.pools, time.time() - POOL_FRESH_S, "+inf")
     clients = 0
     for pool_id in pool_ids:
-        assert isinstance(pool_id, bytes | str)  # no WITHSCORES: plain members
-        raw = client.hget(keys.pool_status(_text(pool_id)), "clients")
-        clients += int(float(raw)) if raw is not None else 0
-    depth = int(client.xlen(keys.rollouts))
-    episodes = int(_num(learner, "episodes", 0))
+        raw = client.hget(
+            keys.pool_status(pool_id.decode() if isinstance(pool_id, bytes) else pool_id), PoolStatus.field("clients")
+        )
+        clients += PoolStatus.from_hash({} if raw is None else {"clients": raw}).clients or 0
+    episodes = learner.episodes or 0
+
+    def number(value: float | None, default: float = math.nan) -> float:
+        return default if value is None else value
+
     return Snapshot(
         time_s=round(time_s, 3),
-        env_steps=int(_num(learner, "env_steps", 0)),
-        learner_step=int(_num(learner, "learner_step", 0)),
+        env_steps=learner.env_steps or 0,
+        learner_step=learner.learner_step or 0,
         # A mean over no episodes is no number (not 0): the csv cell stays empty and nothing is plotted.
-        episode_return_mean=_num(learner, "episode_return_mean", math.nan) if episodes else math.nan,
+        episode_return_mean=number(learner.episode_return_mean) if episodes else math.nan,
         episodes=episodes,
-        env_steps_per_second=_num(learner, "env_steps_per_second", 0.0),
-        policy_lag_mean=_num(learner, "policy_lag_mean", math.nan),
-        buffer_depth=depth,
+        env_steps_per_second=number(learner.env_steps_per_second, 0.0),
+        policy_lag_mean=number(learner.policy_lag_mean),
+        buffer_depth=int(client.xlen(keys.rollouts)),
         clients=clients,
-        **{column: _num(learner, key, math.nan) for column, key in _UPDATE_STATS.items()},
+        # The loss terms of impala_learner_loss, under metrics.csv's column names.
+        policy_loss=number(learner.pg_loss),
+        value_loss=number(learner.baseline_loss),
+        entropy_loss=number(learner.entropy_loss),
+        grad_norm=number(learner.grad_norm),
+        learning_rate=number(learner.learning_rate),
     )
 
 

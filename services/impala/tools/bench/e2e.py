@@ -32,6 +32,7 @@ from impala.core.inprocess import train_inprocess
 from impala.core.presets import target_return
 from impala.core.processes import stop_group
 from impala.core.redis_keys import RunKeys
+from impala.core.redis_records import LearnerStatus
 from impala.local.recorder import read_metrics
 from impala.tools.bench.report import Figure
 
@@ -77,8 +78,8 @@ class LocalRun:
         with redis.Redis.from_url(doc["redis_url"], socket_timeout=5.0) as client:
             while True:
                 self.check_alive()
-                status = {k.decode(): v.decode() for k, v in client.hgetall(keys.learner_status).items()}
-                beat, steps = float(status.get("heartbeat", 0)), int(float(status.get("env_steps", 0)))
+                status = LearnerStatus.from_hash(client.hgetall(keys.learner_status))
+                beat, steps = status.heartbeat or 0.0, status.env_steps or 0
                 if beat > last and steps > 0:
                     last = beat
                     yield beat, steps

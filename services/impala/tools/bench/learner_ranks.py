@@ -25,6 +25,7 @@ import redis
 from impala.core.learn import LearnConfig
 from impala.core.processes import stop_group
 from impala.core.redis_keys import RunKeys
+from impala.core.redis_records import LearnerStatus
 from impala.core.redis_server import RedisServer, free_port
 from impala.tools.bench.learner import fill
 from impala.tools.bench.report import Figure
@@ -64,9 +65,8 @@ def _learner_env(url: str, run: str, workdir: Path, ranks: int, rank: int, port:
 
 
 def _status(client: redis.Redis, keys: RunKeys) -> dict[str, float]:
-    raw: dict[bytes, bytes] = client.hgetall(keys.learner_status)  # type: ignore[assignment]
-    fields = {k.decode(): v.decode() for k, v in raw.items()}
-    return {k: float(fields.get(k, 0) or 0) for k in ("heartbeat", "env_steps", "learner_step")}
+    status = LearnerStatus.from_hash(client.hgetall(keys.learner_status))
+    return {k: float(getattr(status, k) or 0) for k in ("heartbeat", "env_steps", "learner_step")}
 
 
 def samples_per_second(url: str, ranks: int, seconds: float, workdir: Path) -> float:
