@@ -24,6 +24,8 @@ _UPDATE_STATS = {
     "entropy_loss": "entropy_loss",
     "grad_norm": "grad_norm",
     "learning_rate": "learning_rate",
+    "eval_return_greedy": "eval_return_greedy",
+    "eval_return_sampled": "eval_return_sampled",
 }
 
 
@@ -46,6 +48,9 @@ class Snapshot:
     entropy_loss: float = math.nan
     grad_norm: float = math.nan
     learning_rate: float = math.nan
+    # Of the learner's last periodic evaluation (empty cells before the first, and when it is off).
+    eval_return_greedy: float = math.nan
+    eval_return_sampled: float = math.nan
 
     @staticmethod
     def columns() -> list[str]:
