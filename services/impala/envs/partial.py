@@ -17,7 +17,7 @@ from gymnasium.envs.classic_control.cartpole import CartPoleEnv
 KEPT = (0, 2)  # x and θ of CartPole's [x, ẋ, θ, θ̇]
 
 
-class CartPoleNoVelocity(gym.ObservationWrapper[np.ndarray, np.int64, np.ndarray]):
+class CartPoleNoVelocity(gym.ObservationWrapper[np.ndarray, int | np.ndarray, np.ndarray]):
     """CartPole-v1 dynamics observed as ``[x, θ]`` (float32)."""
 
     def __init__(self, render_mode: str | None = None) -> None:
