@@ -70,7 +70,9 @@ _DEFAULT = Preset()
 
 
 def preset(env_id: str) -> Preset:
-    """The preset for ``env_id``: an exact id, else the longest prefix ending in ``/``, else none."""
+    """The preset for ``env_id``: an exact id, else the longest prefix ending in ``/``, else none
+    (``module:Id`` is looked up as ``Id``)."""
+    env_id = env_id.rpartition(":")[2]
     if env_id in PRESETS:
         return PRESETS[env_id]
     families = [key for key in PRESETS if key.endswith("/") and env_id.startswith(key)]

@@ -11,9 +11,10 @@ from typing import Any
 import gymnasium as gym
 
 from impala.envs.diagnostic import ContextualBandit, OneStepMemory
+from impala.envs.minatar import MAX_EPISODE_STEPS, MinAtarFrames
 from impala.envs.partial import CartPoleNoVelocity
 
-__all__ = ["CartPoleNoVelocity", "ContextualBandit", "OneStepMemory"]
+__all__ = ["CartPoleNoVelocity", "ContextualBandit", "MinAtarFrames", "OneStepMemory"]
 
 _REGISTERED: tuple[tuple[str, str, dict[str, Any]], ...] = (
     ("impala/ContextualBandit-v0", "impala.envs.diagnostic:ContextualBandit", {}),
@@ -23,6 +24,14 @@ _REGISTERED: tuple[tuple[str, str, dict[str, Any]], ...] = (
         "impala/CartPoleNoVelocity-v0",
         "impala.envs.partial:CartPoleNoVelocity",
         {"max_episode_steps": 500, "reward_threshold": 475.0},
+    ),
+    *(
+        (
+            f"impala/MinAtar-{name}-v1",
+            "impala.envs.minatar:MinAtarFrames",
+            {"kwargs": {"game": game}, "max_episode_steps": MAX_EPISODE_STEPS},
+        )
+        for name, game in (("Breakout", "breakout"), ("SpaceInvaders", "space_invaders"))
     ),
 )
 for _name, _entry, _extra in _REGISTERED:
