@@ -11,14 +11,14 @@ from pathlib import Path
 import pytest
 
 from impala.local.recorder import read_metrics
-from impala.tools.bench.suite import PUBLISHED, read_seed
+from impala.tools.bench.suite import PUBLISHED, markdown, read_seed
 
 pytestmark = pytest.mark.slow
 
 
 def test_suite_runs_each_seed_through_the_stack_and_tabulates_its_metrics(tmp_path: Path) -> None:
     suite = tmp_path / "suite"
-    argv = [sys.executable, "-m", "impala", "bench", "suite", "--env", "Acrobot-v1", "--seeds", "2"]
+    argv = [sys.executable, "-m", "impala", "bench", "suite", "--env", "CartPole-v1", "--seeds", "2"]
     argv += ["--max-env-steps", "300", "--suite-dir", str(suite)]
     result = subprocess.run(argv, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
@@ -31,17 +31,21 @@ def test_suite_runs_each_seed_through_the_stack_and_tabulates_its_metrics(tmp_pa
         assert (run / "learning_curve.png").stat().st_size > 0
         last = read_metrics(run / "metrics.csv")[-1]
         cells = [cell.strip() for cell in row.strip("|").split("|")]
-        # seed, target (Acrobot's reward_threshold), not reached in 300 steps, final return, env steps.
-        assert cells[0] == str(seed) and cells[1] == "-100"
+        # seed, target (CartPole's reward_threshold), not reached in 300 steps, final return, env steps.
+        assert cells[0] == str(seed) and cells[1] == "475"
         assert cells[2] == "not reached"
         final = [r["episode_return_mean"] for r in read_metrics(run / "metrics.csv")]
         final = [r for r in final if not math.isnan(r)]
         assert cells[4] == (f"{final[-1]:.1f}" if final else "—")
         assert cells[6] == f"{int(last['env_steps']):,}" and int(last["env_steps"]) >= 300
         assert cells[8] == "budget"
+        assert cells[9] == f"[png](seed-{seed}/learning_curve.png)"
         assert read_seed(seed, run, 1, 300).end == "budget"
     assert (suite / "curves.png").stat().st_size > 0
-    assert PUBLISHED["Acrobot-v1"].source in table  # next to the published number
+    # The table of an env with a published number carries it, with its source.
+    results = [read_seed(seed, suite / f"seed-{seed}", 1, 300) for seed in range(2)]
+    assert PUBLISHED["Acrobot-v1"].source in markdown("Acrobot-v1", results, 300)
+    assert "Published" not in table
 
 
 def test_suite_is_not_part_of_bench_all() -> None:

@@ -136,6 +136,11 @@ def _num(value: float | None, fmt: str = "{:,.0f}") -> str:
     return "not reached" if value is None else "—" if math.isnan(value) else fmt.format(value)
 
 
+def _curve(run_dir: Path) -> str:
+    """A link to the run's learning curve (none before its first completed episodes)."""
+    return f"[png]({run_dir.name}/learning_curve.png)" if (run_dir / "learning_curve.png").is_file() else "—"
+
+
 def markdown(env: str, results: Sequence[SeedResult], max_env_steps: int, extra: Sequence[str] = ()) -> str:
     """The suite's table: one row per seed and a summary, with the published number when known."""
     flags = f" {shlex.join(extra)}" if extra else ""
@@ -157,7 +162,7 @@ def markdown(env: str, results: Sequence[SeedResult], max_env_steps: int, extra:
             f"| {r.seed} | {_num(r.target, '{:g}') if r.target is not None else 'none'} | {_num(r.steps_to_target)} "
             f"| {_num(r.seconds_to_target, '{:.0f}')} | {_num(r.final_return, '{:.1f}')} "
             f"| {_num(r.final_eval_return, '{:.1f}')} | {r.env_steps:,} | {r.seconds:.0f} | {r.end} "
-            f"| [png]({r.run_dir.name}/learning_curve.png) |"
+            f"| {_curve(r.run_dir)} |"
         )
     reached = [r.steps_to_target for r in results if r.steps_to_target is not None]
     finals = [r.final_return for r in results if not math.isnan(r.final_return)]
