@@ -74,7 +74,9 @@ def register(app: typer.Typer) -> None:
             Path | None,
             typer.Option(help="suite only: where the runs and results.md go (default runs/suite/<env>-<time>)."),
         ] = None,
-        local_args: Annotated[str, typer.Option(help="suite only: more impala local flags, e.g. '--use-lstm'.")] = "",
+        local_args: Annotated[
+            str, typer.Option(help="suite only: more impala local flags, e.g. '--use-lstm' (default: none).")
+        ] = "",
     ) -> None:
         """Benchmarks, each next to a bare baseline measured in the same run, printed as ratios; ``suite``
         (not part of ``all``): learning results through the whole stack, one impala local per seed."""
