@@ -24,7 +24,7 @@ def test_snapshot_reads_the_control_plane_keys(redis_client: redis.Redis) -> Non
         mapping={"env_steps": 1200, "learner_step": 30, "episode_return_mean": 87.5, "episodes": 140,
                  "env_steps_per_second": 2500.5, "policy_lag_mean": 1.25, "heartbeat": time.time(),
                  "pg_loss": -0.5, "baseline_loss": 2.0, "entropy_loss": -0.01, "grad_norm": 3.5,
-                 "learning_rate": 4.8e-4},
+                 "learning_rate": 4.8e-4, "eval_return_greedy": 500.0, "eval_return_sampled": 480.5},
     )  # fmt: skip
     now = time.time()
     for pool, clients, beat in (("p0", 2, now), ("p1", 3, now), ("gone", 9, now - 120)):
@@ -36,6 +36,7 @@ def test_snapshot_reads_the_control_plane_keys(redis_client: redis.Redis) -> Non
     assert snap == Snapshot(
         12.5, 1200, 30, 87.5, 140, 2500.5, 1.25, buffer_depth=4, clients=5,
         policy_loss=-0.5, value_loss=2.0, entropy_loss=-0.01, grad_norm=3.5, learning_rate=4.8e-4,
+        eval_return_greedy=500.0, eval_return_sampled=480.5,
     )  # fmt: skip
 
 

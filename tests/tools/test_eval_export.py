@@ -16,8 +16,9 @@ import torch
 
 from impala.core.checkpoints import save_checkpoint
 from impala.core.errors import UserError
+from impala.core.evaluation import run_episodes
 from impala.core.models import Policy, build_model, spec_for_env
-from impala.tools.evaluate import evaluate_checkpoint, make_eval_env, run_episodes
+from impala.tools.evaluate import evaluate_checkpoint, make_eval_env
 from impala.tools.export import checkpoint_policy, export_checkpoint
 
 # A linear controller that balances CartPole: push right when 3·angle + angular velocity > 0.

@@ -1,6 +1,7 @@
 """Atomic checkpoints on disk: written to a temp file in the same directory, fsynced, then
 ``os.replace``d into ``ckpt-<learner step>.pt``, so a crash never leaves a torn file; the newest
-``keep`` are kept. The payload is a plain dict (model, optimizer, scheduler, counters, config)."""
+``keep`` are kept. ``best.pt`` (the keep-best checkpoint, ``impala.learner.keep_best``) is written the
+same way and is never one of the ``keep``. The payload is a plain dict (model, optimizer, scheduler, counters, config)."""
 
 from __future__ import annotations
 
@@ -19,8 +20,16 @@ from impala.core.errors import UserError
 _NAME = re.compile(r"^ckpt-(\d{12})\.pt$")
 
 
+BEST_NAME = "best.pt"
+
+
 def checkpoint_path(directory: Path, step: int) -> Path:
     return directory / f"ckpt-{step:012d}.pt"
+
+
+def best_checkpoint_path(directory: Path) -> Path:
+    """The keep-best checkpoint of a run (a name ``list_checkpoints`` never matches)."""
+    return directory / BEST_NAME
 
 
 def list_checkpoints(directory: Path) -> list[Path]:
@@ -35,17 +44,18 @@ def latest_checkpoint(directory: Path) -> Path | None:
     return found[-1] if found else None
 
 
-def save_checkpoint(directory: Path, payload: dict[str, Any], step: int, keep: int) -> Path:
-    """Write atomically, then delete all but the newest ``keep``; returns the path."""
+def write_atomic(path: Path, payload: dict[str, Any]) -> Path:
+    """``torch.save`` into a temp file beside ``path``, fsync, ``os.replace``, fsync the directory: a
+    reader (or a crash) sees the old file or the new one, never a torn one."""
+    directory = path.parent
     directory.mkdir(parents=True, exist_ok=True)
-    final = checkpoint_path(directory, step)
-    fd, tmp_name = tempfile.mkstemp(prefix=".ckpt-", suffix=".tmp", dir=directory)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=".tmp", dir=directory)
     try:
         with os.fdopen(fd, "wb") as handle:
             torch.save(payload, handle)
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(tmp_name, final)
+        os.replace(tmp_name, path)
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)
         raise
@@ -54,6 +64,12 @@ def save_checkpoint(directory: Path, payload: dict[str, Any], step: int, keep: i
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+    return path
+
+
+def save_checkpoint(directory: Path, payload: dict[str, Any], step: int, keep: int) -> Path:
+    """Write atomically, then delete all but the newest ``keep``; returns the path."""
+    final = write_atomic(checkpoint_path(directory, step), payload)
     for old in list_checkpoints(directory)[:-keep]:
         old.unlink(missing_ok=True)
     return final

@@ -211,6 +211,11 @@ class Policy(nn.Module):
         return ActOutput(action, logits, baseline, out.core_state, log_prob)
 
 
+# The shallow IMPALA CNN (8×8/4 then 4×4/2) needs frames of at least 20×20; smaller ones (MinAtar's
+# 10×10) get a small-image torso instead (ADR 0025).
+SHALLOW_MIN_SIDE = 20
+
+
 def _torso(spec: ModelSpec) -> tuple[nn.Module, int]:
     """The feature extractor for ``spec.kind`` and its output width."""
     if spec.kind == "mlp":
@@ -220,8 +225,11 @@ def _torso(spec: ModelSpec) -> tuple[nn.Module, int]:
     if len(spec.observation_shape) != 3:
         raise ValueError(f"model {spec.kind!r} needs [C, H, W] observations, got {list(spec.observation_shape)}")
     channels, height, width = spec.observation_shape
-    if spec.kind == "shallow":
-        conv: nn.Module = nn.Sequential(
+    if spec.kind == "shallow" and min(height, width) < SHALLOW_MIN_SIDE:
+        # MinAtar's network (Young & Tian 2019): one 3×3 stride-1 conv keeps every cell of a small frame.
+        conv: nn.Module = nn.Sequential(nn.Conv2d(channels, 16, 3, stride=1), nn.ReLU(), nn.Flatten())
+    elif spec.kind == "shallow":
+        conv = nn.Sequential(
             nn.Conv2d(channels, 16, 8, stride=4), nn.ReLU(), nn.Conv2d(16, 32, 4, stride=2), nn.ReLU(), nn.Flatten()
         )
     elif spec.kind == "resnet":

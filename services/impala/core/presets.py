@@ -70,7 +70,9 @@ _DEFAULT = Preset()
 
 
 def preset(env_id: str) -> Preset:
-    """The preset for ``env_id``: an exact id, else the longest prefix ending in ``/``, else none."""
+    """The preset for ``env_id``: an exact id, else the longest prefix ending in ``/``, else none
+    (``module:Id`` is looked up as ``Id``)."""
+    env_id = env_id.rpartition(":")[2]
     if env_id in PRESETS:
         return PRESETS[env_id]
     families = [key for key in PRESETS if key.endswith("/") and env_id.startswith(key)]
@@ -104,12 +106,13 @@ _TARGET_RETURNS: MappingProxyType[str, float] = MappingProxyType({"CartPole-v1":
 def target_return(env_id: str) -> float | None:
     """Mean return over 100 episodes at which ``env_id`` counts as solved: Gymnasium's reward threshold.
 
-    ``None`` when the env declares none (or is not registered): such runs have no target.
+    ``None`` when the env declares none (or is not registered): such runs have no target. A
+    ``module:Id`` is looked up as ``Id`` (the module, imported by ``check_env_id``, registered it).
     """
     if env_id in _TARGET_RETURNS:
         return _TARGET_RETURNS[env_id]
     try:
-        threshold = gym.spec(env_id).reward_threshold
+        threshold = gym.spec(env_id.rpartition(":")[2]).reward_threshold
     except gym.error.Error:
         return None
     return None if threshold is None else float(threshold)

@@ -108,6 +108,11 @@ class LearnerStatus(HashRecord):
     entropy_loss: float | None = None
     grad_norm: float | None = None
     learning_rate: float | None = None
+    # Of the last periodic evaluation (absent before the first; impala.learner.eval_schedule).
+    eval_return_greedy: float | None = None
+    eval_return_sampled: float | None = None
+    eval_env_steps: int | None = None
+    best_return: float | None = None
 
 
 class PoolStatus(HashRecord):

@@ -15,6 +15,7 @@ from typing import Any
 
 from impala.core.checkpoints import latest_checkpoint, load_checkpoint, save_checkpoint
 from impala.core.learn import LearnerState
+from impala.learner.keep_best import KeepBest
 from impala.learner.progress import Progress
 
 log = logging.getLogger(__name__)
@@ -49,10 +50,21 @@ class Checkpointer:
         keep: number of newest checkpoints kept.
         interval_s: period of ``due()``.
         config: the run's public settings, stored in every checkpoint.
+        keep_best: when set, every checkpoint is also offered as ``best.pt`` scored by the training
+            mean return (the learner sets it when periodic evaluation is off).
     """
 
-    def __init__(self, directory: Path, *, keep: int, interval_s: float, config: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        keep: int,
+        interval_s: float,
+        config: dict[str, Any],
+        keep_best: KeepBest | None = None,
+    ) -> None:
         self.directory, self.keep, self.interval_s, self.config = directory, keep, interval_s, config
+        self.keep_best = keep_best
         self.last: CheckpointInfo | None = None
         self._next_due = time.monotonic() + interval_s
 
@@ -66,9 +78,10 @@ class Checkpointer:
     def save(self, state: LearnerState, progress: Progress) -> CheckpointInfo:
         """Write a checkpoint now; the periodic clock restarts from here."""
         started = time.monotonic()
-        path = save_checkpoint(
-            self.directory, build_payload(state, progress, self.config), state.learner_steps, self.keep
-        )
+        payload = build_payload(state, progress, self.config)
+        path = save_checkpoint(self.directory, payload, state.learner_steps, self.keep)
+        if self.keep_best is not None and progress.returns:
+            self.keep_best.offer(progress.return_mean, payload)
         info = CheckpointInfo(path, state.learner_steps, path.stat().st_size, time.time())
         self.last = info
         self._next_due = time.monotonic() + self.interval_s

@@ -21,6 +21,7 @@ from impala.core.redis_records import CheckpointRecord, LearnerStatus
 from impala.learner.checkpointing import Checkpointer, CheckpointInfo
 from impala.learner.control import CheckpointRequest, ControlPlane
 from impala.learner.distributed import Held, RankLostError, Ranks, Solo, Turn
+from impala.learner.eval_schedule import PeriodicEvaluation
 from impala.learner.metrics import LearnerMetrics
 from impala.learner.prefetch import BatchSource, Prepared
 from impala.learner.progress import Progress, RateMeter
@@ -57,6 +58,7 @@ class TrainingLoop:
     primary: bool = True  # rank 0 (or alone): writes checkpoints
     paused: bool = False  # effective: True once the loop has stopped stepping
     ranks: Ranks = field(default_factory=Solo)
+    evaluation: PeriodicEvaluation | None = None  # rank 0 of a run with a Gymnasium env, when enabled
     _rate: RateMeter = field(default_factory=RateMeter)
     _status: LearnerStatus = field(default_factory=LearnerStatus)
     _held: Prepared[Batch] | None = None  # a batch that arrived just as the run was paused
@@ -94,6 +96,8 @@ class TrainingLoop:
     def _turn(self, stop: threading.Event) -> Turn:
         """Serve requests, look for a batch unless paused, and agree with the other ranks on the turn."""
         self._serve_requests()
+        if self.evaluation is not None and self.evaluation.collect() is not None:
+            self.refresh_status()
         if self.checkpointer.due():
             self._periodic_checkpoint()
         paused = self.control is not None and self.control.paused
@@ -129,6 +133,8 @@ class TrainingLoop:
         # the step shows in the metrics.
         self.prefetcher.recycle(prepared)
         self._account(prepared, stats, turn)
+        if self.evaluation is not None:
+            self.evaluation.after_update(self.state, self.progress.policy_version)
         self.refresh_status()
 
     def _account(self, prepared: Prepared[Batch], stats: dict[str, float], turn: Turn) -> None:
@@ -197,6 +203,8 @@ class TrainingLoop:
         """Write a checkpoint of the current state now."""
         info = self.checkpointer.save(self.state, self.progress)
         self.metrics.last_checkpoint.set(info.created_unix)
+        if self.checkpointer.keep_best is not None and self.checkpointer.keep_best.score is not None:
+            self.metrics.best_return.set(self.checkpointer.keep_best.score)
         self.refresh_status()
         return info
 
@@ -215,6 +223,7 @@ class TrainingLoop:
             last_checkpoint_step=last.step if last else 0,
             last_checkpoint_unix=last.created_unix if last else 0.0,
             **self._last_stats,
+            **(self.evaluation.status() if self.evaluation is not None else {}),
         )
 
     def status(self) -> LearnerStatus:

@@ -29,6 +29,8 @@ from impala.learner.checkpointing import Checkpointer
 from impala.learner.control import ControlPlane
 from impala.learner.decode_process import DecodeConfig, DecodeProcess
 from impala.learner.distributed import RankGroup, RankLostError, Ranks, Solo, World, WorldError, backend_for
+from impala.learner.eval_schedule import build_evaluation
+from impala.learner.keep_best import KeepBest
 from impala.learner.loop import TrainingLoop
 from impala.learner.metrics import LearnerMetrics
 from impala.learner.progress import Progress
@@ -74,6 +76,8 @@ class Learner:
             if not self.publisher.flush(_SHUTDOWN_PUBLISH_S):
                 log.warning("last weight version not published before exit")
             self.publisher.stop(interrupt=self.weights.close)
+        if self.loop.evaluation is not None:
+            self.loop.evaluation.stop()
         if self.control is not None:
             self.control.stop()
         self.loop.ranks.close()
@@ -168,11 +172,15 @@ def build_learner(settings: LearnerSettings, *, registry: CollectorRegistry, wor
     device = rank_device(settings, world)
     spec = spec_from_settings(settings)
     state = build_state(spec, config, settings, device)
+    learner_metrics = LearnerMetrics.create(registry)
+    evaluation = build_evaluation(settings, spec, learner_metrics, primary=world.primary)
     checkpointer = Checkpointer(
         settings.checkpoint_dir,
         keep=settings.keep_checkpoints,
         interval_s=settings.checkpoint_interval_s,
         config=settings.public_dict(),
+        # Without evaluation, best.pt is the checkpoint with the best training mean return (ADR 0020).
+        keep_best=KeepBest(settings.checkpoint_dir, "train_mean") if evaluation is None and world.primary else None,
     )
     progress = (checkpointer.restore(state, device) if world.primary else None) or Progress()
     ranks = join_ranks(settings, world, device)
@@ -182,7 +190,6 @@ def build_learner(settings: LearnerSettings, *, registry: CollectorRegistry, wor
             state.load_state_dict(shared)
             progress = Progress.from_payload(shared)
     keys = RunKeys(settings.run)
-    learner_metrics = LearnerMetrics.create(registry)
     learner_metrics.checkpoint_interval.set(settings.checkpoint_interval_s)
     publish = settings.weights_address and world.primary
     publisher, weights = build_publisher(settings, state.model) if publish else (None, None)
@@ -208,6 +215,7 @@ def build_learner(settings: LearnerSettings, *, registry: CollectorRegistry, wor
         publish_interval=settings.publish_interval,
         primary=world.primary,
         ranks=ranks,
+        evaluation=evaluation,
     )
     client = sync_client(settings.redis_url, socket_timeout_s=5.0)
     if world.primary:

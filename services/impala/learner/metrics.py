@@ -13,6 +13,8 @@ from impala.core.metrics import LATENCY_BUCKETS, LatestValue, zero_labels
 # Policy lag in versions: 0 is on-policy; IMPALA runs usually sit between 1 and a few tens.
 LAG_BUCKETS = (0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 1024)
 LOSS_TERMS = ("total", "pg", "baseline", "entropy")
+EVAL_MODES = ("greedy", "sampled")
+EVAL_OUTCOMES = ("done", "skipped", "failed")
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,9 @@ class LearnerMetrics:
     heartbeat: Gauge
     grad_norm: Gauge
     learning_rate: Gauge
+    eval_return: Gauge
+    evaluations: Counter
+    best_return: LatestValue
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> LearnerMetrics:
@@ -45,6 +50,13 @@ class LearnerMetrics:
         )
         loss = Gauge("impala_learner_loss", "Loss of the last update, by term.", ["term"], registry=registry)
         zero_labels(dropped, ("stale", "corrupt"))  # zeros: the first drop shows in rate()
+        evaluations = Counter(
+            "impala_learner_evaluations_total",
+            "Periodic evaluations: done, skipped (due while the previous one ran) or failed.",
+            ["outcome"],
+            registry=registry,
+        )
+        zero_labels(evaluations, EVAL_OUTCOMES)
         for term in LOSS_TERMS:
             loss.labels(term=term)
         heartbeat = Gauge(
@@ -109,5 +121,19 @@ class LearnerMetrics:
             ),
             learning_rate=Gauge(
                 "impala_learner_learning_rate", "Learning rate of the last update (after decay).", registry=registry
+            ),
+            # No child before the first evaluation: "not evaluated yet" is absent, not a return of 0.
+            eval_return=Gauge(
+                "impala_learner_eval_return",
+                "Mean episode return of the last periodic evaluation, by action mode (greedy or sampled).",
+                ["mode"],
+                registry=registry,
+            ),
+            evaluations=evaluations,
+            best_return=LatestValue(
+                "impala_learner_best_return",
+                "Score of best.pt: the best evaluation's sampled mean return, or the best training mean return "
+                "at a checkpoint when evaluation is off (absent before the first).",
+                registry,
             ),
         )

@@ -62,6 +62,17 @@ class LearnerSettings(ServiceSettings, ModelSettings, WeightsToken):
     )
     status_interval_s: float = Field(1.0, gt=0, description="Period of the status heartbeat written to Redis.")
     seed: int = Field(0, description="Torch seed.")
+    eval_every_updates: int = Field(
+        500,
+        ge=0,
+        description=(
+            "Evaluate the policy every this many updates on a separate env, greedy and sampled, in a child "
+            "process (0 = off; spec-only runs have no env and skip it). Keeps best.pt by the sampled mean."
+        ),
+    )
+    eval_episodes: int = Field(
+        10, ge=1, le=10_000, description="Episodes per mode (greedy, sampled) of one evaluation."
+    )
     prefetch: int = Field(2, ge=1, le=8, description="Collated batches prepared ahead of the learn step.")
     dist_backend: str = Field(
         "auto",

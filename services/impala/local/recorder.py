@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import math
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -52,26 +53,39 @@ def read_metrics(path: Path) -> list[dict[str, float]]:
 
 def plot_learning_curve(csv_path: Path, png_path: Path, title: str, target: float | None = None) -> bool:
     """Mean return against env steps and against wall time; False when there is nothing to plot yet."""
-    rows = [r for r in read_metrics(csv_path) if not math.isnan(r["episode_return_mean"])]
-    if not rows:
+    return plot_learning_curves({"": csv_path}, png_path, title, target)
+
+
+def plot_learning_curves(
+    csv_paths: Mapping[str, Path], png_path: Path, title: str, target: float | None = None
+) -> bool:
+    """One line per ``metrics.csv`` (labelled by its key; one unlabelled run has no legend entry) of the
+    mean return against env steps and against wall time; False when there is nothing to plot yet."""
+    curves = {
+        label: rows
+        for label, path in csv_paths.items()
+        if (rows := [r for r in read_metrics(path) if not math.isnan(r["episode_return_mean"])])
+    }
+    if not curves:
         return False
     import matplotlib
 
     matplotlib.use("Agg")  # files only: never needs a display
     import matplotlib.pyplot as plt
 
-    returns = [r["episode_return_mean"] for r in rows]
     fig, (by_steps, by_time) = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
-    by_steps.plot([r["env_steps"] for r in rows], returns)
+    for label, rows in curves.items():
+        returns = [r["episode_return_mean"] for r in rows]
+        by_steps.plot([r["env_steps"] for r in rows], returns, label=label or None)
+        by_time.plot([r["time_s"] for r in rows], returns)
     by_steps.set_xlabel("env steps")
     by_steps.set_ylabel("mean return (last 100 episodes)")
-    by_time.plot([r["time_s"] for r in rows], returns)
     by_time.set_xlabel("wall-clock seconds")
     for axis in (by_steps, by_time):
         axis.grid(alpha=0.3)
         if target is not None:
             axis.axhline(target, color="grey", linestyle="--", linewidth=1, label=f"target {target:g}")
-    if target is not None:
+    if target is not None or any(curves):
         by_steps.legend(loc="lower right")
     fig.suptitle(title)
     fig.tight_layout()

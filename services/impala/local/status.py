@@ -40,6 +40,9 @@ class Snapshot:
     entropy_loss: float = math.nan
     grad_norm: float = math.nan
     learning_rate: float = math.nan
+    # Of the learner's last periodic evaluation (empty cells before the first, and when it is off).
+    eval_return_greedy: float = math.nan
+    eval_return_sampled: float = math.nan
 
     @staticmethod
     def columns() -> list[str]:
@@ -81,6 +84,8 @@ def read_snapshot(client: redis.Redis, keys: RunKeys, time_s: float) -> Snapshot
         entropy_loss=number(learner.entropy_loss),
         grad_norm=number(learner.grad_norm),
         learning_rate=number(learner.learning_rate),
+        eval_return_greedy=number(learner.eval_return_greedy),
+        eval_return_sampled=number(learner.eval_return_sampled),
     )
 
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 from typing import Annotated, Literal
 
 import typer
 
-Bench = Literal["all", "ingress", "buffer", "learner", "weights", "e2e"]
+Bench = Literal["all", "ingress", "buffer", "learner", "weights", "e2e", "suite"]
 
 
 def register(app: typer.Typer) -> None:
@@ -61,8 +62,32 @@ def register(app: typer.Typer) -> None:
                 "(each next to the first), instead of the single-learner figures (default: none)."
             ),
         ] = "",
+        env: Annotated[
+            str | None, typer.Option(help="suite only: the Gymnasium env id to learn (impala local --env).")
+        ] = None,
+        seeds: Annotated[int, typer.Option(min=1, help="suite only: seeds 0..N-1, one impala local each.")] = 3,
+        max_env_steps: Annotated[
+            int | None,
+            typer.Option(min=1, help="suite only: env-step budget per seed (default: the published number's budget)."),
+        ] = None,
+        suite_dir: Annotated[
+            Path | None,
+            typer.Option(help="suite only: where the runs and results.md go (default runs/suite/<env>-<time>)."),
+        ] = None,
+        local_args: Annotated[
+            str, typer.Option(help="suite only: more impala local flags, e.g. '--use-lstm' (default: none).")
+        ] = "",
     ) -> None:
-        """Benchmarks, each next to a bare baseline measured in the same run, printed as ratios."""
+        """Benchmarks, each next to a bare baseline measured in the same run, printed as ratios; ``suite``
+        (not part of ``all``): learning results through the whole stack, one impala local per seed."""
+        if which == "suite":
+            if env is None:
+                raise typer.BadParameter("impala bench suite needs --env ID")
+            from impala.tools.bench.suite import run_suite
+
+            raise typer.Exit(run_suite(env, seeds, max_env_steps, suite_dir, shlex.split(local_args)))
+        if env is not None:
+            raise typer.BadParameter("--env goes with the results suite: impala bench suite --env ID")
         sizes = parse_ranks(ranks)
         if sizes and which != "learner":
             raise typer.BadParameter("--ranks goes with the learner benchmark: impala bench learner --ranks 1,2")

@@ -9,35 +9,17 @@ from __future__ import annotations
 
 import importlib.util
 import statistics
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
-import numpy as np
-import torch
 
 from impala.core.env_spec import EnvSpecError, from_spaces, load_env_spec
 from impala.core.envs import make_env
 from impala.core.errors import UserError
+from impala.core.evaluation import run_episodes
 from impala.core.models import Policy
 from impala.tools.export import checkpoint_policy
-
-
-@dataclass(frozen=True)
-class EvalResult:
-    """Returns and lengths of the evaluated episodes."""
-
-    returns: list[float]
-    lengths: list[int]
-
-    @property
-    def mean(self) -> float:
-        return statistics.fmean(self.returns)
-
-    @property
-    def std(self) -> float:
-        return statistics.pstdev(self.returns)
 
 
 def video_problem(env_id: str) -> str | None:
@@ -71,30 +53,6 @@ def _mismatch(env: gym.Env[Any, Any], model: Policy) -> str | None:
     if (spec.observation_shape, spec.action) != (want.observation_shape, want.action):
         return f"the env has {spec.describe()}; the policy expects {want.describe()}"
     return None
-
-
-def run_episodes(model: Policy, env: gym.Env[Any, Any], episodes: int, *, greedy: bool, seed: int) -> EvalResult:
-    """Play ``episodes`` full episodes of ``env`` with ``model`` (batch of one, recurrent state carried)."""
-    generator = torch.Generator().manual_seed(seed)
-    dtype, space = np.dtype(model.spec.observation_dtype), model.spec.actions
-    returns: list[float] = []
-    lengths: list[int] = []
-    for episode in range(episodes):
-        obs, _ = env.reset(seed=seed + episode)
-        state = model.initial_state(1)
-        first, total, steps, over = True, 0.0, 0, False
-        while not over:
-            obs_t = torch.from_numpy(np.asarray(obs, dtype=dtype)).unsqueeze(0)
-            out = model.act(obs_t, torch.tensor([first]), state, greedy=greedy, generator=generator)
-            state, first = out.core_state, False
-            action = space.clip(out.action.numpy())[0]
-            obs, reward, terminated, truncated, _ = env.step(int(action) if space.type == "discrete" else action)
-            total += float(reward)
-            steps += 1
-            over = bool(terminated or truncated)
-        returns.append(total)
-        lengths.append(steps)
-    return EvalResult(returns, lengths)
 
 
 def evaluate_checkpoint(
