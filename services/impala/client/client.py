@@ -176,6 +176,9 @@ class EnvClient:
             ("grpc.max_receive_message_length", self.config.max_message_bytes),
             ("grpc.keepalive_time_ms", 30_000),  # notices a dead pool behind NAT or a load balancer
             ("grpc.keepalive_timeout_ms", 10_000),
+            # A fresh connection per channel (gRPC shares them between equal channels of a process): a
+            # stream the pool rotated reconnects through the load balancer, which may pick a new replica.
+            ("grpc.use_local_subchannel_pool", 1),
         ]
         if self.config.tls_server_name:  # dialing a load balancer's IP, or a port-forward on 127.0.0.1
             options.append(("grpc.ssl_target_name_override", self.config.tls_server_name))
