@@ -53,16 +53,20 @@ _INSECURE = "auth.insecure, the chart-wide switch off authentication"
 _WEIGHTS = "the in-cluster address of the chart's weight service"
 _WEIGHTS_TOKEN = "auth.weights: its Secret mounted as a file (weights_token_file)"
 _WEIGHTS_TOKEN_FILE = "the path of the mounted weight-service token"
+# What every server of the chart (actorpool, weights, control) gets from the chart.
+_SERVER = {
+    "host": _ADDRESS,
+    "port": _PORT,
+    "metrics_port": _METRICS,
+    "redis_url": _REDIS,
+    "token": _TOKEN,
+    "token_file": _TOKEN_FILE,
+    "insecure": _INSECURE,
+}
 # Settings fields the chart owns, with the reason. Anything else is a `config` key.
 CHART_OWNED: dict[str, dict[str, str]] = {
     "actorpool": {
-        "host": _ADDRESS,
-        "port": _PORT,
-        "metrics_port": _METRICS,
-        "redis_url": _REDIS,
-        "token": _TOKEN,
-        "token_file": _TOKEN_FILE,
-        "insecure": _INSECURE,
+        **_SERVER,
         "tls_cert": "actorpool.tls: a kubernetes.io/tls Secret mounted as files",
         "tls_key": "actorpool.tls: a kubernetes.io/tls Secret mounted as files",
         "weights_address": _WEIGHTS,
@@ -82,26 +86,15 @@ CHART_OWNED: dict[str, dict[str, str]] = {
         "restarted learner reclaims its own pending entries",
     },
     "weights": {
-        "host": _ADDRESS,
-        "port": _PORT,
-        "metrics_port": _METRICS,
-        "redis_url": _REDIS,
-        "token": _TOKEN,
-        "token_file": _TOKEN_FILE,
-        "insecure": _INSECURE,
+        **_SERVER,
         "bulk_port": "weights.bulkContainerPort: container port, Service port and NetworkPolicy must agree, and "
         "subscribers dial the port the service announces",
         "tls_cert": "in-cluster only and fenced by a NetworkPolicy; use a service mesh for mTLS",
         "tls_key": "in-cluster only and fenced by a NetworkPolicy; use a service mesh for mTLS",
     },
     "control": {
-        "host": _ADDRESS,
-        "port": _PORT,
+        **_SERVER,
         "metrics_port": "the chart scrapes /metrics on the control API's HTTP port (with its token)",
-        "redis_url": _REDIS,
-        "token": _TOKEN,
-        "token_file": _TOKEN_FILE,
-        "insecure": _INSECURE,
         "namespace": "the release namespace",
         "actorpool_deployment": "the name of the chart's ActorPool Deployment (the only one its Role may scale)",
         "kubeconfig": "in a cluster the Kubernetes client uses the pod's ServiceAccount",
