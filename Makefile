@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 ARGS ?=
 
-.PHONY: help setup run test lint typecheck pytest proto proto-check bench chart-test clean
+.PHONY: help setup run test lint typecheck pytest proto proto-check bench chart-test chart-docs images clean
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
@@ -41,6 +41,23 @@ bench: setup ## Benchmarks against bare baselines; writes bench/results/latest.j
 
 chart-test: setup ## Render, lint and validate the Helm chart and monitoring rules
 	$(PY) -m pytest -q tests/chart tests/monitoring
+
+chart-docs: ## Regenerate helm/impala/values.schema.json (settings parts) and helm/impala/README.md
+	$(PY) scripts/chart_schema.py
+	$(PY) scripts/chart_readme.py
+
+REGISTRY ?= ghcr.io/impala-rl
+TAG ?= $(shell sed -n 's/^appVersion: *"*\([^"]*\)"*/\1/p' helm/impala/Chart.yaml)
+IMAGE_TARGETS := $(shell sed -n 's/^FROM .* AS \(cpu\|cuda\|weights\|control\)$$/\1/p' docker/Dockerfile)
+BUILD_ARGS ?=
+PUSH ?=
+images: ## Build every image target of docker/Dockerfile as $(REGISTRY)/impala-<target>:$(TAG); PUSH=1 pushes; BUILD_ARGS="--build-arg EXTRAS=atari"
+	@command -v docker >/dev/null && docker info >/dev/null 2>&1 || { echo "images: no Docker daemon here; run it where docker works" >&2; exit 1; }
+	@for target in $(IMAGE_TARGETS); do \
+		echo "== $(REGISTRY)/impala-$$target:$(TAG)"; \
+		docker build -f docker/Dockerfile --target $$target $(BUILD_ARGS) -t $(REGISTRY)/impala-$$target:$(TAG) . || exit 1; \
+		if [ -n "$(PUSH)" ]; then docker push $(REGISTRY)/impala-$$target:$(TAG) || exit 1; fi; \
+	done
 
 clean: ## Remove the venv, caches and run outputs
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis runs bench/results

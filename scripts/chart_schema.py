@@ -1,9 +1,10 @@
 """Write the `config` and `shared` parts of helm/impala/values.schema.json from the services' settings.
 
-Each key of a component's `config` block in values.yaml gets the JSON schema of the settings field of
-the same name (type, bounds, pattern, description), and the block rejects unknown keys. So the chart
-refuses a value the service would refuse, with Helm's message naming the key. The rest of the schema
-is hand-written. ``--check`` exits 1 when the committed schema is stale (tests/chart runs it).
+A component's `config` block accepts every field of its settings class that the chart does not own
+(``CHART_OWNED``, each with its reason) and that is not run-wide (``SHARED``), typed as the field is
+(type, bounds, pattern, description), and rejects unknown keys. So the chart refuses a value the
+service would refuse, with Helm's message naming the key. values.yaml sets none of them: the services
+resolve what a user leaves out (impala.core.presets, ADR 0024). The rest of the schema is hand-written. ``--check`` exits 1 when the committed schema is stale (tests/chart runs it).
 """
 
 from __future__ import annotations
@@ -34,6 +35,71 @@ COMPONENTS: dict[str, type[BaseSettings]] = {
 }
 # `shared` holds fields of both the pools and the learner; the pools' class describes them.
 SHARED_FROM: type[BaseSettings] = ActorPoolSettings
+MODEL = frozenset({"run", "env", "env_spec", "model", "hidden_size", "use_lstm", "unroll_length"})
+# Fields set once in `shared`, so the pools and the learner cannot disagree.
+SHARED: dict[str, frozenset[str]] = {
+    "actorpool": MODEL,
+    "learner": MODEL,
+    "weights": frozenset({"run"}),
+    "control": frozenset({"run"}),
+}
+_ADDRESS = "the chart binds all interfaces"
+_PORT = "<component>.containerPort: Service, probes and NetworkPolicy must use the same port"
+_METRICS = "the chart-wide metricsPort: Services, NetworkPolicies and ServiceMonitors must agree"
+_REDIS = "the redis-url Secret, built from the redis block (password inside) or redis.external"
+_TOKEN = "auth.<component>: a Secret (generated unless given) mounted as a file; never in the pod spec"
+_TOKEN_FILE = "the path of that mounted Secret"
+_INSECURE = "auth.insecure, the chart-wide switch off authentication"
+_WEIGHTS = "the in-cluster address of the chart's weight service"
+_WEIGHTS_TOKEN = "auth.weights: its Secret mounted as a file (weights_token_file)"
+_WEIGHTS_TOKEN_FILE = "the path of the mounted weight-service token"
+# What every server of the chart (actorpool, weights, control) gets from the chart.
+_SERVER = {
+    "host": _ADDRESS,
+    "port": _PORT,
+    "metrics_port": _METRICS,
+    "redis_url": _REDIS,
+    "token": _TOKEN,
+    "token_file": _TOKEN_FILE,
+    "insecure": _INSECURE,
+}
+# Settings fields the chart owns, with the reason. Anything else is a `config` key.
+CHART_OWNED: dict[str, dict[str, str]] = {
+    "actorpool": {
+        **_SERVER,
+        "tls_cert": "actorpool.tls: a kubernetes.io/tls Secret mounted as files",
+        "tls_key": "actorpool.tls: a kubernetes.io/tls Secret mounted as files",
+        "weights_address": _WEIGHTS,
+        "weights_token": _WEIGHTS_TOKEN,
+        "weights_token_file": _WEIGHTS_TOKEN_FILE,
+        "checkpoint": "pools take their weights from the weight service; no checkpoint volume is mounted",
+        "pool_id": "must differ per replica; the default (hostname-pid) is unique per pod",
+    },
+    "learner": {
+        "metrics_port": _METRICS,
+        "redis_url": _REDIS,
+        "weights_address": _WEIGHTS,
+        "weights_token": _WEIGHTS_TOKEN,
+        "weights_token_file": _WEIGHTS_TOKEN_FILE,
+        "checkpoint_dir": "the mount path of the checkpoint volume (PVC)",
+        "consumer": "the default, the hostname, is the StatefulSet pod name: stable across restarts, so a "
+        "restarted learner reclaims its own pending entries",
+    },
+    "weights": {
+        **_SERVER,
+        "bulk_port": "weights.bulkContainerPort: container port, Service port and NetworkPolicy must agree, and "
+        "subscribers dial the port the service announces",
+        "tls_cert": "in-cluster only and fenced by a NetworkPolicy; use a service mesh for mTLS",
+        "tls_key": "in-cluster only and fenced by a NetworkPolicy; use a service mesh for mTLS",
+    },
+    "control": {
+        **_SERVER,
+        "metrics_port": "the chart scrapes /metrics on the control API's HTTP port (with its token)",
+        "namespace": "the release namespace",
+        "actorpool_deployment": "the name of the chart's ActorPool Deployment (the only one its Role may scale)",
+        "kubeconfig": "in a cluster the Kubernetes client uses the pod's ServiceAccount",
+    },
+}
 KEEP = ("type", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "pattern", "enum", "description")
 
 
@@ -97,14 +163,24 @@ def shared_schema(keys: list[str]) -> dict[str, Any]:
         schema["properties"]["env_spec"] = ENV_SPEC
     run = schema["properties"]["run"]
     run["pattern"] = f"^$|{run['pattern']}"  # empty = the release name
+    for key, prop in schema["properties"].items():
+        if key not in ("run", "env", "env_spec"):  # null = left to the resolver (preset or default)
+            schema["properties"][key] = {"anyOf": [{"type": "null"}, prop], "description": prop.pop("description")}
     return schema
 
 
+def config_keys(component: str) -> list[str]:
+    """The fields a user may set in ``<component>.config``: neither chart-owned nor run-wide."""
+    fields = set(COMPONENTS[component].model_fields)
+    return sorted(fields - set(CHART_OWNED[component]) - SHARED[component])
+
+
 def generate(schema: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
-    """``schema`` with its generated parts replaced from the settings classes and values.yaml keys."""
+    """``schema`` with its generated parts replaced from the settings classes (and the `shared` keys of
+    values.yaml)."""
     props = schema["properties"]
     for component, settings in COMPONENTS.items():
-        props[component]["properties"]["config"] = config_schema(settings, list(values[component]["config"]))
+        props[component]["properties"]["config"] = config_schema(settings, config_keys(component))
     props["shared"] = shared_schema(list(values["shared"]))
     return schema
 

@@ -4,6 +4,7 @@ No Docker engine here, so nothing is built."""
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -19,7 +20,7 @@ from impala.client.settings import ClientSettings
 from impala.control.settings import ControlSettings
 from impala.learner.settings import LearnerSettings
 from impala.weights.settings import WeightsSettings
-from tests.chart.render import CHART, ROOT, load_values
+from tests.chart.render import ROOT, render
 
 DOCKERFILE = ROOT / "docker" / "Dockerfile"
 COMPOSE = ROOT / "docker" / "compose.yaml"
@@ -136,10 +137,37 @@ def test_compose_services_pass_only_known_settings() -> None:
             assert dependency in compose["services"]
 
 
-def test_chart_images_are_dockerfile_targets() -> None:
-    values = load_values(CHART / "values.yaml")
-    targets = set(stages())
-    for block in ("actorpool", "learner", "weights", "control", "tests"):
-        repository = values[block]["image"]["repository"]
-        target = repository.rsplit("/", 1)[1].removeprefix("impala-")
-        assert target in targets, f"{block}.image.repository {repository} has no Dockerfile target {target}"
+def test_chart_images_are_dockerfile_targets_whose_contents_run_the_rendered_commands() -> None:
+    """Every rendered impala image is <image.registry>/impala-<target>, a Dockerfile target whose
+    ENTRYPOINT (``impala``) takes the container's args as an ``impala`` subcommand; a learner with a GPU
+    runs the CUDA target, one without the CPU target."""
+    targets = stages()
+    for values in ({}, {"learner": {"gpus": 0}}):
+        for obj in render(values):
+            if obj["kind"] not in ("Deployment", "StatefulSet", "Pod"):
+                continue
+            spec = obj["spec"] if obj["kind"] == "Pod" else obj["spec"]["template"]["spec"]
+            for box in spec["containers"]:
+                image = box["image"]
+                if "redis" in image:
+                    continue
+                target = image.removeprefix("ghcr.io/impala-rl/impala-").split(":")[0]
+                assert target in targets, f"{image} has no Dockerfile target {target}"
+                if box.get("args"):
+                    assert entrypoint(target) == ["impala"], image
+                    assert box["args"][0] in COMMANDS, box["args"]
+                else:
+                    assert box["command"][0] == "impala-healthcheck"
+                    assert any("impala-healthcheck" in line for line in chain(target)), target
+                if obj["metadata"]["name"].endswith("learner"):
+                    gpus = int(values.get("learner", {}).get("gpus", 1))
+                    assert target == ("cuda" if gpus else "cpu")
+
+
+def entrypoint(target: str) -> list[str]:
+    """The exec-form ENTRYPOINT in force for ``target`` (the last one along its FROM chain)."""
+    found: list[str] = []
+    for line in chain(target):
+        if line.startswith("ENTRYPOINT"):
+            found = json.loads(line.removeprefix("ENTRYPOINT").strip())
+    return found

@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from impala.actorpool.settings import ActorPoolSettings
 from tests.chart.render import (
     CHART,
     TOKENS,
@@ -27,19 +28,25 @@ WORKLOADS = {"actorpool": "Deployment", "learner": "StatefulSet", "weights": "De
 
 @pytest.fixture(scope="module")
 def objects() -> list[Manifest]:
-    return render(TOKENS)
+    """The chart with no values at all: what `helm install impala ./helm/impala` creates."""
+    return render()
 
 
 def env_of(obj: Manifest) -> dict[str, Any]:
     return {e["name"]: e for e in container(obj).get("env", [])}
 
 
-def test_learner_requests_a_gpu_on_gpu_nodes(objects: list[Manifest]) -> None:
+GPU_TAINT = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+
+
+def test_learner_requests_one_gpu_per_rank_on_any_cloud(objects: list[Manifest]) -> None:
     learner = one(objects, "StatefulSet", name_of("learner"))
     assert container(learner)["resources"]["limits"]["nvidia.com/gpu"] == 1
+    assert container(learner)["image"] == "ghcr.io/impala-rl/impala-cuda:0.1.0"
     spec = pod_spec(learner)
-    assert spec["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
-    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in spec["tolerations"]
+    # No label that exists only with NVIDIA's feature discovery: GKE, EKS and AKS schedule it as is.
+    assert "nodeSelector" not in spec
+    assert spec["tolerations"] == [GPU_TAINT]
     # Long enough for the final checkpoint after SIGTERM.
     assert spec["terminationGracePeriodSeconds"] >= 120
     mounts = {m["name"]: m["mountPath"] for m in container(learner)["volumeMounts"]}
@@ -54,6 +61,18 @@ def test_learner_has_a_memory_backed_dev_shm_for_its_decode_process() -> None:
     volumes = {v["name"]: v for v in pod_spec(learner)["volumes"]}
     assert mounts["shm"] == "/dev/shm"
     assert volumes["shm"]["emptyDir"] == {"medium": "Memory", "sizeLimit": "2Gi"}
+
+
+def test_gpus_per_rank_and_user_tolerations_add_up() -> None:
+    extra = {"key": "team", "operator": "Equal", "value": "rl", "effect": "NoSchedule"}
+    values = {"learner": {"gpus": 2, "replicas": 2, "tolerations": [extra], "nodeSelector": {"pool": "gpu"}}}
+    learner = one(render(values), "StatefulSet", name_of("learner"))
+    assert container(learner)["resources"]["limits"]["nvidia.com/gpu"] == 2
+    assert pod_spec(learner)["tolerations"] == [extra, GPU_TAINT]
+    assert pod_spec(learner)["nodeSelector"] == {"pool": "gpu"}
+    cpu = one(render({"learner": {"gpus": 0}}), "StatefulSet", name_of("learner"))
+    assert "nvidia.com/gpu" not in container(cpu)["resources"].get("limits", {})
+    assert "tolerations" not in pod_spec(cpu)
 
 
 def test_dev_values_make_the_learner_cpu_only() -> None:
@@ -103,20 +122,22 @@ def test_probes_use_the_real_health_endpoints(objects: list[Manifest]) -> None:
     pool = container(one(objects, "Deployment", name_of("actorpool")))
     weights = container(one(objects, "Deployment", name_of("weights")))
     control = container(one(objects, "Deployment", name_of("control")))
+    plain_pool = container(one(render({"actorpool": {"tls": {"enabled": False}}}), "Deployment", name_of("actorpool")))
     for probe in ("readinessProbe", "livenessProbe"):
-        assert pool[probe]["grpc"]["port"] == 50051  # grpc.health.v1.Health of GrpcServer
+        assert plain_pool[probe]["grpc"]["port"] == 50051  # grpc.health.v1.Health of GrpcServer
         assert weights[probe]["grpc"]["port"] == 50052
     assert control["readinessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
     assert control["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
-    # Kubelet gRPC probes speak plaintext: with TLS on the pod the chart probes the TCP port instead.
-    tls_pool = container(one(render(FULL), "Deployment", name_of("actorpool")))
-    assert "grpc" not in tls_pool["readinessProbe"] and tls_pool["readinessProbe"]["tcpSocket"]["port"] == "grpc"
+    # Kubelet gRPC probes speak plaintext: with TLS on the pod (the default) the chart probes the TCP port.
+    assert "grpc" not in pool["readinessProbe"] and pool["readinessProbe"]["tcpSocket"]["port"] == "grpc"
 
 
 def test_prestop_and_grace_cover_the_drain(objects: list[Manifest]) -> None:
     pool = one(objects, "Deployment", name_of("actorpool"))
     sleep = int(container(pool)["lifecycle"]["preStop"]["exec"]["command"][1])
-    drain = float(one(objects, "ConfigMap", name_of("actorpool"))["data"]["IMPALA_DRAIN_GRACE_S"])
+    drain = ActorPoolSettings.model_fields["drain_grace_s"].default  # not rendered: the service's default
+    assert drain == 10.0, "the chart's grace check assumes 10.0 (actorpool/deployment.yaml)"
+    assert "IMPALA_DRAIN_GRACE_S" not in one(objects, "ConfigMap", name_of("actorpool"))["data"]
     assert pod_spec(pool)["terminationGracePeriodSeconds"] >= sleep + drain
     pdb = one(objects, "PodDisruptionBudget", name_of("actorpool"))
     assert pdb["spec"]["selector"] == pool["spec"]["selector"]
@@ -137,7 +158,7 @@ def secret_refs(obj: Manifest) -> set[tuple[str, str]]:
     return refs
 
 
-@pytest.mark.parametrize("values", [TOKENS, FULL], ids=["default", "full"])
+@pytest.mark.parametrize("values", [{}, TOKENS, FULL], ids=["default", "tokens", "full"])
 def test_every_secret_is_referenced_and_every_reference_exists(values: dict[str, Any]) -> None:
     objects = render(values)
     refs: set[tuple[str, str]] = set()
@@ -161,9 +182,10 @@ def test_tokens_reach_the_services_as_files(objects: list[Manifest]) -> None:
 
 
 def test_existing_secrets_are_used_instead_of_chart_secrets() -> None:
-    objects = render(DEV)
+    own = {"existingSecret": "impala-auth", "existingSecretKey": "token"}
+    objects = render({"auth": dict.fromkeys(("actorpool", "control", "weights"), own)})
     assert not list(find(objects, "Secret", "demo-impala-auth"))
-    assert ("impala-auth", "actorpool-token") in secret_refs(one(objects, "Deployment", name_of("actorpool")))
+    assert ("impala-auth", "token") in secret_refs(one(objects, "Deployment", name_of("actorpool")))
 
 
 def selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
@@ -289,7 +311,9 @@ def test_helm_test_hooks_check_the_real_endpoints(objects: list[Manifest]) -> No
     for pod in (grpc_pod, http_pod):
         assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
     grpc_cmd = grpc_pod["spec"]["containers"][0]["command"]
-    assert grpc_cmd[0] == "impala-healthcheck" and grpc_cmd[-2:] == ["grpc", f"{name_of('actorpool')}:50051"]
+    assert grpc_cmd[0] == "impala-healthcheck" and grpc_cmd[3:5] == ["grpc", f"{name_of('actorpool')}:50051"]
+    # TLS by default: the check trusts the CA clients are told to use, and checks the server name.
+    assert grpc_cmd[5:] == ["--tls-ca", "/var/run/secrets/impala/tls/ca.crt", "--server-name", name_of("actorpool")]
     assert http_pod["spec"]["containers"][0]["command"][-1] == f"http://{name_of('control')}:8080/healthz"
 
 

@@ -1,13 +1,17 @@
-"""Helm values <-> settings parity.
+"""Helm values <-> settings parity, and the one resolver on the cluster.
 
-Every key of a component's `config` block (and of `shared`) is a field of that service's settings class,
-and every settings field is either such a key or owned by the chart for a reason written down below.
-The rendered environment of each pod is then fed to the real settings class, which must accept it and
-read back the values.yaml defaults.
+Every settings field of a service is a key of its `config` block (typed in the schema), a run-wide
+`shared` key, or owned by the chart for a reason written down in scripts/chart_schema.py. values.yaml
+sets none of the learning fields: the rendered environment of each pod, fed to the real settings class
+and to the same resolver the services call (``with_presets``), gives the effective config that
+`impala local` uses for that env (``LearnConfig.for_env``), for the default values and every values file.
 """
 
 from __future__ import annotations
 
+import json
+import os
+from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
 
@@ -15,102 +19,47 @@ import pytest
 from pydantic_settings import BaseSettings
 
 from impala.actorpool.settings import ActorPoolSettings
-from impala.control.settings import ControlSettings
+from impala.core.learn import LearnConfig
+from impala.core.settings import with_presets
+from impala.learner.config import learn_config
 from impala.learner.settings import LearnerSettings
-from impala.weights.settings import WeightsSettings
-from tests.chart.render import CHART, TOKENS, container, load_values, name_of, one, render
+from tests.chart.render import CHART, VALUES_FILES, container, import_script, load_values, merge, name_of, one, render
 
-SETTINGS: dict[str, type[BaseSettings]] = {
-    "actorpool": ActorPoolSettings,
-    "learner": LearnerSettings,
-    "weights": WeightsSettings,
-    "control": ControlSettings,
-}
+SCHEMA = import_script("chart_schema")
+SETTINGS: dict[str, type[BaseSettings]] = SCHEMA.COMPONENTS
+CHART_OWNED: dict[str, dict[str, str]] = SCHEMA.CHART_OWNED
+SHARED: dict[str, frozenset[str]] = SCHEMA.SHARED
 WORKLOAD_KIND = {"actorpool": "Deployment", "learner": "StatefulSet", "weights": "Deployment", "control": "Deployment"}
-MODEL = {"run", "env", "env_spec", "model", "hidden_size", "use_lstm", "unroll_length"}
-# Fields set once in `shared`, so the pools and the learner cannot disagree.
-SHARED = {"actorpool": MODEL, "learner": MODEL, "weights": {"run"}, "control": {"run"}}
-
-_ADDRESS = "the chart binds all interfaces"
-_PORT = "<component>.containerPort: Service, probes and NetworkPolicy must use the same port"
-_METRICS = "the chart-wide metricsPort: Services, NetworkPolicies and ServiceMonitors must agree"
-_REDIS = "the redis-url Secret, built from the redis block (password inside) or redis.external"
-_TOKEN = "auth.<component>: a Secret mounted as a file (token_file); a token never sits in the pod spec"
-_TOKEN_FILE = "the path of that mounted Secret"
-_INSECURE = "auth.insecure, the chart-wide switch of the default-deny"
-_WEIGHTS = "the in-cluster address of the chart's weight service"
-# Settings fields the chart owns, with the reason. Anything else must be a `config` key.
-CHART_OWNED: dict[str, dict[str, str]] = {
-    "actorpool": {
-        "host": _ADDRESS,
-        "port": _PORT,
-        "metrics_port": _METRICS,
-        "redis_url": _REDIS,
-        "token": _TOKEN,
-        "token_file": _TOKEN_FILE,
-        "insecure": _INSECURE,
-        "tls_cert": "actorpool.tls: a kubernetes.io/tls Secret mounted as files",
-        "tls_key": "actorpool.tls: a kubernetes.io/tls Secret mounted as files",
-        "weights_address": _WEIGHTS,
-        "weights_token": "auth.weights: read from its Secret",
-        "weights_token_file": "unused: the weights token comes from its Secret as IMPALA_WEIGHTS_TOKEN",
-        "checkpoint": "pools take their weights from the weight service; no checkpoint volume is mounted",
-        "pool_id": "must differ per replica; the default (hostname-pid) is unique per pod",
-    },
-    "learner": {
-        "metrics_port": _METRICS,
-        "redis_url": _REDIS,
-        "weights_address": _WEIGHTS,
-        "weights_token": "auth.weights: read from its Secret",
-        "weights_token_file": "unused: the weights token comes from its Secret as IMPALA_WEIGHTS_TOKEN",
-        "checkpoint_dir": "the mount path of the checkpoint volume (PVC)",
-        "consumer": "the default, the hostname, is the StatefulSet pod name: stable across restarts, so a "
-        "restarted learner reclaims its own pending entries",
-    },
-    "weights": {
-        "host": _ADDRESS,
-        "port": _PORT,
-        "metrics_port": _METRICS,
-        "redis_url": _REDIS,
-        "token": "auth.weights: read from its Secret",
-        "token_file": "unused: the weights token comes from its Secret as IMPALA_TOKEN",
-        "insecure": "set when auth.weights has no token (optional: the service is fenced by its NetworkPolicy)",
-        "bulk_port": "weights.bulkContainerPort: container port, Service port and NetworkPolicy must agree, and "
-        "subscribers dial the port the service announces",
-        "tls_cert": "in-cluster only and fenced by a NetworkPolicy; use a service mesh for mTLS",
-        "tls_key": "in-cluster only and fenced by a NetworkPolicy; use a service mesh for mTLS",
-    },
-    "control": {
-        "host": _ADDRESS,
-        "port": _PORT,
-        "metrics_port": "the chart scrapes /metrics on the control API's HTTP port (with its token)",
-        "redis_url": _REDIS,
-        "token": _TOKEN,
-        "token_file": _TOKEN_FILE,
-        "insecure": _INSECURE,
-        "namespace": "the release namespace",
-        "actorpool_deployment": "the name of the chart's ActorPool Deployment (the only one its Role may scale)",
-        "kubeconfig": "in a cluster the Kubernetes client uses the pod's ServiceAccount",
-    },
-}
 VALUES = load_values(CHART / "values.yaml")
+LEARNING = {f.name for f in fields(LearnConfig)}
 
 
 @pytest.mark.parametrize("component", SETTINGS)
 def test_every_settings_field_is_a_config_key_or_owned_by_the_chart(component: str) -> None:
-    fields = set(SETTINGS[component].model_fields)
-    config = set(VALUES[component]["config"])
-    owned = set(CHART_OWNED[component])
-    shared = SHARED[component]
-    assert not config - fields, f"{component}.config keys that are no settings field: {sorted(config - fields)}"
-    assert not owned - fields, f"stale CHART_OWNED entries for {component}: {sorted(owned - fields)}"
-    assert not shared - fields, f"shared keys {component} lacks: {sorted(shared - fields)}"
-    missing = fields - config - owned - shared
-    assert not missing, (
-        f"settings fields of {component} in no config block and not owned by the chart: {sorted(missing)}"
+    fields_ = set(SETTINGS[component].model_fields)
+    owned, shared = set(CHART_OWNED[component]), SHARED[component]
+    config = set(
+        json.loads((CHART / "values.schema.json").read_text())["properties"][component]["properties"]["config"][
+            "properties"
+        ]
     )
-    assert not (config & owned) and not (config & shared) and not (owned & shared)
+    assert not owned - fields_, f"stale CHART_OWNED entries for {component}: {sorted(owned - fields_)}"
+    assert not shared - fields_, f"shared keys {component} lacks: {sorted(shared - fields_)}"
+    assert config == fields_ - owned - shared, "values.schema.json is stale: run scripts/chart_schema.py"
+    assert not (owned & shared)
     assert all(reason.strip() for reason in CHART_OWNED[component].values())
+
+
+@pytest.mark.parametrize("component", SETTINGS)
+def test_values_yaml_renders_no_setting_the_user_did_not_set(component: str) -> None:
+    """Defaults and presets stay with the services: values.yaml sets no config key, and no learning
+    field of `shared` (the run's name and env are the only run-wide values it sets)."""
+    assert VALUES[component]["config"] == {}
+    set_shared = {key for key, value in VALUES["shared"].items() if value not in (None, "")}
+    assert set_shared == {"env"}
+    data = one(render(), "ConfigMap", name_of(component))["data"]
+    learning = {f"IMPALA_{name.upper()}" for name in LEARNING | SHARED["actorpool"]} - {"IMPALA_RUN", "IMPALA_ENV"}
+    assert not learning & set(data), sorted(learning & set(data))
 
 
 def test_shared_block_holds_exactly_the_shared_fields() -> None:
@@ -129,34 +78,78 @@ def rendered_env(objects: list[dict[str, Any]], component: str) -> tuple[dict[st
     return plain, from_secrets
 
 
+def pod_environ(objects: list[dict[str, Any]], component: str, tmp_path: Path) -> dict[str, str]:
+    """The IMPALA_* environment of a component's pod, files and Secrets replaced by stand-ins."""
+    plain, from_secrets = rendered_env(objects, component)
+    token = tmp_path / "token"
+    token.write_text("t")
+    environ = {name: value for name, value in plain.items() if name != "IMPALA_ENV_SPEC"}
+    for name in environ:
+        if name.endswith(("_TOKEN_FILE", "_TLS_CERT", "_TLS_KEY")):
+            environ[name] = str(token)
+    environ.update({name: "redis://redis:6379/0" for name in from_secrets})
+    return environ
+
+
+def settings_from(component: str, environ: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> BaseSettings:
+    for name in [n for n in os.environ if n.startswith("IMPALA_")]:
+        monkeypatch.delenv(name)
+    for name, value in environ.items():
+        monkeypatch.setenv(name, value)
+    return SETTINGS[component]()
+
+
 @pytest.mark.parametrize("component", SETTINGS)
 def test_rendered_environment_is_accepted_by_the_service(
     component: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    plain, from_secrets = rendered_env(render(TOKENS), component)
-    fields = SETTINGS[component].model_fields
-    for name in [*plain, *from_secrets]:
-        assert name.startswith("IMPALA_") and name.removeprefix("IMPALA_").lower() in fields, name
-    token = tmp_path / "token"
-    token.write_text("t")
-    stand_ins = {"IMPALA_REDIS_URL": "redis://redis:6379/0", "IMPALA_TOKEN_FILE": str(token)}
-    for name, value in {**plain, **{n: stand_ins[n] for n in from_secrets}}.items():
-        monkeypatch.setenv(name, stand_ins.get(name, value))
-    settings = SETTINGS[component]()
-    for key, value in VALUES[component]["config"].items():
+    overrides = {
+        "learner": {"batch_size": 16},
+        "actorpool": {"max_connection_age_s": 60.0},
+        "weights": {"chunk_bytes": 1048576},
+        "control": {"pool_timeout_s": 5.0},
+    }
+    values = {component: {"config": overrides[component]}}
+    environ = pod_environ(render(values), component, tmp_path)
+    fields_ = SETTINGS[component].model_fields
+    for name in environ:
+        assert name.startswith("IMPALA_") and name.removeprefix("IMPALA_").lower() in fields_, name
+    settings = settings_from(component, environ, monkeypatch)
+    for key, value in overrides[component].items():
         assert getattr(settings, key) == value, f"{component}.config.{key} reads back as {getattr(settings, key)!r}"
-    for key in SHARED[component] - {"run"}:
-        assert getattr(settings, key) == VALUES["shared"][key], key
     assert settings.model_dump()["run"] == "demo"  # shared.run "" = the release name
 
 
-@pytest.mark.parametrize("component", SETTINGS)
-def test_values_defaults_are_the_service_defaults(component: str) -> None:
-    """A default changed in the service and not in values.yaml (or the other way) shows up here."""
-    fields = SETTINGS[component].model_fields
-    for key, value in VALUES[component]["config"].items():
-        assert fields[key].default == value, (
-            f"{component}.config.{key}: chart {value!r}, service {fields[key].default!r}"
-        )
-    for key in SHARED[component] - {"run"}:
-        assert fields[key].default == VALUES["shared"][key], key
+CASES = [
+    pytest.param({}, id="default"),
+    *(pytest.param(load_values(path), id=path.name) for path in VALUES_FILES),
+    pytest.param({"shared": {"env": "Acrobot-v1"}}, id="env-without-preset"),
+    pytest.param({"learner": {"config": {"entropy_cost": 0.02}}, "shared": {"unroll_length": 20}}, id="overrides"),
+]
+
+
+@pytest.mark.parametrize("values", CASES)
+def test_cluster_trains_an_env_as_impala_local_does(
+    values: dict[str, Any], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The learner and the pools the chart renders resolve, through the services' own resolver, to the
+    config `impala local` and the in-process trainer use for the env (``LearnConfig.for_env``) plus the
+    user's overrides, and agree with each other on T and the model."""
+    objects = render(values)
+    merged = merge(VALUES, values)
+    env = merged["shared"]["env"]
+    given = {
+        k: v for k, v in {**merged["learner"]["config"], **merged["shared"]}.items() if k in LEARNING and v is not None
+    }
+    expected = LearnConfig.for_env(env, given)
+    learner_environ = pod_environ(objects, "learner", tmp_path)
+    learner = settings_from("learner", learner_environ, monkeypatch)
+    assert isinstance(learner, LearnerSettings)
+    assert asdict(learn_config(learner, learner_environ)) == asdict(expected)
+    pool_environ = pod_environ(objects, "actorpool", tmp_path)
+    pool = with_presets(settings_from("actorpool", pool_environ, monkeypatch), pool_environ)
+    resolved_learner = with_presets(learner, learner_environ)
+    assert isinstance(pool, ActorPoolSettings)
+    assert pool.unroll_length == expected.unroll_length
+    for key in ("env", "model", "hidden_size", "use_lstm"):
+        assert getattr(pool, key) == getattr(resolved_learner, key), key

@@ -61,7 +61,16 @@ app.kubernetes.io/component: {{ .component }}
 
 {{/* image reference of a component block: (dict "ctx" $ "image" .Values.actorpool.image) */}}
 {{- define "impala.image" -}}
-{{- printf "%s:%s" .image.repository (default .ctx.Chart.AppVersion .image.tag) -}}
+{{- $repo := .image.repository -}}
+{{- with .ctx.Values.image.registry }}{{ $repo = printf "%s/%s" (trimSuffix "/" .) $repo }}{{ end -}}
+{{- printf "%s:%s" $repo (.image.tag | default .ctx.Values.image.tag | default .ctx.Chart.AppVersion) -}}
+{{- end -}}
+
+{{/* The learner's image block: the CUDA target when it requests GPUs, else the CPU one. */}}
+{{- define "impala.learnerImage" -}}
+{{- $image := deepCopy .Values.learner.image -}}
+{{- if not $image.repository }}{{ $_ := set $image "repository" (ternary "impala-cuda" "impala-cpu" (gt (int .Values.learner.gpus) 0)) }}{{ end -}}
+{{- include "impala.image" (dict "ctx" . "image" $image) -}}
 {{- end -}}
 
 {{- define "impala.runName" -}}
@@ -112,25 +121,21 @@ owns. (dict "ctx" $ "shared" (list "run" ...) "config" .Values.x.config "managed
 {{- if $auth.existingSecret -}}{{ $auth.existingSecretKey }}{{- else -}}{{ printf "%s-token" .component }}{{- end -}}
 {{- end -}}
 
+{{/* A component has a token unless auth.insecure is set and none was given (then it is generated). */}}
 {{- define "impala.hasToken" -}}
 {{- $auth := index .ctx.Values.auth .component -}}
-{{- if or $auth.token $auth.existingSecret -}}true{{- end -}}
+{{- if or $auth.token $auth.existingSecret (not .ctx.Values.auth.insecure) -}}true{{- end -}}
 {{- end -}}
 
 {{/*
-Default-deny: the public ingress and the control API render only with a token, or with the explicit
-auth.insecure flag. (dict "ctx" $ "component" "actorpool")
+A token as a mounted file: the volume, its mount and the variable naming the file.
+(dict "ctx" $ "component" "weights" "volume" "weights-token" "variable" "IMPALA_WEIGHTS_TOKEN_FILE")
 */}}
-{{- define "impala.requireToken" -}}
-{{- if and (not (include "impala.hasToken" .)) (not .ctx.Values.auth.insecure) -}}
-{{- fail (printf "auth.%s: no bearer token configured. Set auth.%s.token, or auth.%s.existingSecret (a Secret with key %q), or set auth.insecure=true to run without authentication (never in production)." .component .component .component (index .ctx.Values.auth .component).existingSecretKey) -}}
-{{- end -}}
-{{- end -}}
+{{- define "impala.tokenPath" -}}/var/run/secrets/impala/{{ .volume }}/token{{- end -}}
 
-{{/* Volume and env entries that mount a token file: (dict "ctx" $ "component" "actorpool") */}}
 {{- define "impala.tokenVolume" -}}
 {{- if include "impala.hasToken" . -}}
-- name: token
+- name: {{ .volume }}
   secret:
     secretName: {{ include "impala.tokenSecretName" . }}
     items:
@@ -141,17 +146,17 @@ auth.insecure flag. (dict "ctx" $ "component" "actorpool")
 
 {{- define "impala.tokenMount" -}}
 {{- if include "impala.hasToken" . -}}
-- name: token
-  mountPath: /var/run/secrets/impala/token
+- name: {{ .volume }}
+  mountPath: {{ dir (include "impala.tokenPath" .) }}
   readOnly: true
 {{- end -}}
 {{- end -}}
 
 {{- define "impala.tokenEnv" -}}
 {{- if include "impala.hasToken" . -}}
-- name: IMPALA_TOKEN_FILE
-  value: /var/run/secrets/impala/token/token
-{{- else -}}
+- name: {{ .variable }}
+  value: {{ include "impala.tokenPath" . }}
+{{- else if eq .variable "IMPALA_TOKEN_FILE" -}}
 - name: IMPALA_INSECURE
   value: "true"
 {{- end -}}
@@ -182,18 +187,6 @@ redis-url
       key: {{ include "impala.redisSecretKey" . }}
 {{- end -}}
 
-{{/* The weight-service token for its clients (learner publishes, pools subscribe), when one is set. */}}
-{{- define "impala.weightsTokenEnv" -}}
-{{- $w := dict "ctx" . "component" "weights" -}}
-{{- if include "impala.hasToken" $w -}}
-- name: IMPALA_WEIGHTS_TOKEN
-  valueFrom:
-    secretKeyRef:
-      name: {{ include "impala.tokenSecretName" $w }}
-      key: {{ include "impala.tokenSecretKey" $w }}
-{{- end -}}
-{{- end -}}
-
 {{- define "impala.weightsAddress" -}}
 {{- printf "%s:%d" (include "impala.componentName" (dict "ctx" . "component" "weights")) (int .Values.weights.service.port) -}}
 {{- end -}}
@@ -204,7 +197,9 @@ checksum/config: {{ include (print .ctx.Template.BasePath "/" .component "/confi
 {{- if .ctx.Values.shared.env_spec }}
 checksum/env-spec: {{ toJson .ctx.Values.shared.env_spec | sha256sum }}
 {{- end }}
-checksum/secrets: {{ include (print .ctx.Template.BasePath "/secrets.yaml") .ctx | sha256sum }}
+{{- /* The inputs of the Secrets, not their rendering: generated tokens and certificates are random in
+an offline render and stable in the cluster (lookup), and must not roll the pods on every upgrade. */}}
+checksum/secrets: {{ toJson (list .ctx.Values.auth .ctx.Values.actorpool.tls .ctx.Values.redis.auth .ctx.Values.redis.external) | sha256sum }}
 {{- end -}}
 
 {{/* Pod-level fields every impala pod shares: (dict "ctx" $ "block" .Values.actorpool) */}}
@@ -299,4 +294,23 @@ managed ConfigMap fields; envSpecMount / envSpecVolume mount it. (dict "ctx" $ .
   configMap:
     name: {{ include "impala.fullname" .ctx }}-env-spec
 {{- end }}
+{{- end -}}
+
+{{/* The ActorPool's TLS Secret (tls.crt, tls.key, and ca.crt for clients). */}}
+{{- define "impala.tlsSecretName" -}}
+{{- .Values.actorpool.tls.existingSecret | default (printf "%s-tls" (include "impala.componentName" (dict "ctx" . "component" "actorpool"))) -}}
+{{- end -}}
+
+{{/* The name clients check in the ActorPool's certificate ("" = the Service name). */}}
+{{- define "impala.tlsServerName" -}}
+{{- .Values.actorpool.tls.serverName | default (include "impala.componentName" (dict "ctx" . "component" "actorpool")) -}}
+{{- end -}}
+
+{{/* Every DNS name of the chart's ActorPool certificate: the server name, the Service's in-cluster
+names and actorpool.tls.dnsNames, as a list. */}}
+{{- define "impala.tlsDnsNames" -}}
+{{- $svc := include "impala.componentName" (dict "ctx" . "component" "actorpool") -}}
+{{- $ns := .Release.Namespace -}}
+{{- $names := list (include "impala.tlsServerName" .) $svc (printf "%s.%s" $svc $ns) (printf "%s.%s.svc" $svc $ns) (printf "%s.%s.svc.cluster.local" $svc $ns) -}}
+{{- concat $names .Values.actorpool.tls.dnsNames | uniq | toJson -}}
 {{- end -}}

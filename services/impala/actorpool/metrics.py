@@ -20,6 +20,7 @@ REJECTIONS: tuple[tuple[str, str], ...] = (
     ("RESOURCE_EXHAUSTED", "max_clients"),
     ("DEADLINE_EXCEEDED", "timeout"),
     ("UNAVAILABLE", "draining"),
+    ("UNAVAILABLE", "max_age"),
     ("INTERNAL", "inference"),
 )
 # Why a weight version came over gRPC chunks instead of the bulk data plane (impala.weights.subscriber).

@@ -162,6 +162,8 @@ def build_actorpool(
             handshake_timeout_s=settings.handshake_timeout_s,
             idle_timeout_s=settings.idle_timeout_s,
             pool_id=pool_id,
+            max_age_s=settings.max_connection_age_s,
+            max_age_grace_s=settings.max_connection_age_grace_s,
         ),
         spec=env_spec(spec),
         batcher=batcher,

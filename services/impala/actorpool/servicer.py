@@ -11,6 +11,7 @@ import grpc
 from impala.actorpool.errors import StreamError
 from impala.actorpool.session import Context, PoolShared, Session
 from impala.actorpool.v1 import actorpool_pb2, actorpool_pb2_grpc
+from impala.core.stream_end import RESUME_METADATA
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +28,7 @@ class ActorPoolServicer(actorpool_pb2_grpc.ActorPoolServicer):
         self, request_iterator: AsyncIterator[actorpool_pb2.EnvMessage], context: Context
     ) -> None:
         if self.pool.draining.is_set():
-            await self._reject(context, StreamError(grpc.StatusCode.UNAVAILABLE, "draining", _DRAINING))
+            await self._reject(context, StreamError(grpc.StatusCode.UNAVAILABLE, "draining", _DRAINING, resume=True))
         if len(self.sessions) >= self.max_clients:
             message = f"pool is at its limit of {self.max_clients} client streams; retry with backoff"
             await self._reject(context, StreamError(grpc.StatusCode.RESOURCE_EXHAUSTED, "max_clients", message))
@@ -71,19 +72,19 @@ class ActorPoolServicer(actorpool_pb2_grpc.ActorPoolServicer):
                     self.connected -= 1
                     self.pool.metrics.connected_clients.dec()
         if error is None and self.pool.draining.is_set():
-            error = StreamError(grpc.StatusCode.UNAVAILABLE, "draining", _DRAINING)
+            error = StreamError(grpc.StatusCode.UNAVAILABLE, "draining", _DRAINING, resume=True)
         if error is not None:
             await self._reject(context, error, session.session_id)
         log.info("client disconnected", extra={"session": session.session_id})
 
     async def _reject(self, context: Context, error: StreamError, session_id: str = "") -> None:
         self.pool.metrics.rejected_streams.labels(code=error.code.name, reason=error.reason).inc()
-        if error.reason != "draining":
+        if error.reason not in ("draining", "max_age"):
             log.warning(
                 "stream refused",
                 extra={"session": session_id, "code": error.code.name, "reason": error.reason, "detail": error.message},
             )
-        await context.abort(error.code, error.message)
+        await context.abort(error.code, error.message, trailing_metadata=RESUME_METADATA if error.resume else ())
 
     async def expire_late_reads(self, tick_s: float) -> None:
         """Every ``tick_s``, end the streams whose awaited message is past its timeout

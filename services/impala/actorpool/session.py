@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import random
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -57,6 +58,8 @@ class SessionConfig:
     handshake_timeout_s: float
     idle_timeout_s: float
     pool_id: str
+    max_age_s: float = 0.0  # 0 = streams live forever
+    max_age_grace_s: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -90,7 +93,13 @@ class Session:
         self.task: asyncio.Task[Any] | None = None  # the stream's handler; the servicer sets it
         self.read_deadline = math.inf
         self._timed_out = False
+        self._aged_out = False
         self._loop = asyncio.get_running_loop()
+        # Rebalancing: past its age (jittered ±10%, as gRPC's max_connection_age, so streams opened
+        # together do not all move at once) the stream ends at its next Step, which it records and does
+        # not answer; the client resumes from it on a new stream, maybe on a new replica.
+        age = pool.config.max_age_s
+        self.expires_at = self._loop.time() + age * random.uniform(0.9, 1.1) if age > 0 else math.inf
 
     async def handshake(self) -> None:
         msg = await self._read(self.pool.config.handshake_timeout_s, "Hello")
@@ -144,6 +153,8 @@ class Session:
             # Recorded before the reply: a full buffer holds this reply (backpressure), and streams stay
             # in step with each other, which keeps inference batches full (docs/adr/0012-inline-acting.md).
             await self._record(step, result, state_in, first)
+            if self._loop.time() >= self.expires_at:
+                raise StreamError(grpc.StatusCode.UNAVAILABLE, "max_age", _MAX_AGE, resume=True)
             if not await self._reply(result, received):
                 return  # recorded; the stream ends with UNAVAILABLE instead of a reply
             first = False
@@ -170,8 +181,13 @@ class Session:
             self.rollouts = None
 
     def expire(self, now: float) -> None:
-        """End the stream when the message it waits for is late (called by the pool's sweeper)."""
-        if now >= self.read_deadline and self.task is not None and not self._timed_out:
+        """End the stream when the message it waits for is late, or when it is past its age and its grace
+        while it waits for a Step (called by the pool's sweeper)."""
+        if self.task is None or self._timed_out:
+            return
+        late = now >= self.read_deadline
+        self._aged_out = not late and now >= self.expires_at + self.pool.config.max_age_grace_s
+        if late or (self._aged_out and self.read_deadline < math.inf):
             self._timed_out = True
             self.task.cancel()
 
@@ -183,6 +199,8 @@ class Session:
             if not self._timed_out or self.task is None:
                 raise
             self.task.uncancel()  # this cancellation was ours: it ends as a timeout, not a cancel
+            if self._aged_out:  # the step in flight is not recorded: the client starts fresh episodes
+                raise StreamError(grpc.StatusCode.UNAVAILABLE, "max_age", _MAX_AGE) from None
             raise StreamError(
                 grpc.StatusCode.DEADLINE_EXCEEDED, "timeout", f"no {what} received within {timeout_s:g}s"
             ) from None
@@ -290,3 +308,6 @@ class Session:
         if stored < count:
             self.pool.stats.rollouts_shed += count - stored
             self.pool.metrics.rollouts_shed.inc(count - stored)
+
+
+_MAX_AGE = "stream reached the pool's max_connection_age_s; reconnect (any replica) and resume"

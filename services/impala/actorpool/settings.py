@@ -48,6 +48,19 @@ class ActorPoolSettings(TokenSettings, ModelSettings, WeightsToken):
         False, description="Drop (count and log) rollouts when the buffer is full instead of waiting."
     )
     drain_grace_s: float = Field(10.0, ge=0, description="Seconds running streams get on SIGTERM.")
+    max_connection_age_s: float = Field(
+        600.0,
+        ge=0,
+        description=(
+            "Age (±10% jitter) after which a stream is ended at its next step so the client reconnects, "
+            "possibly to another replica (rebalancing after a scale-out); 0 = streams live forever."
+        ),
+    )
+    max_connection_age_grace_s: float = Field(
+        30.0,
+        gt=0,
+        description="After max_connection_age_s, how long a stream may take to reach a step before it is cancelled.",
+    )
     status_interval_s: float = Field(1.0, gt=0, description="Period of the status heartbeat written to Redis.")
     seed: int = Field(0, description="Seed of the action sampler.")
 

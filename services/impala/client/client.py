@@ -8,7 +8,10 @@ A stream is Hello → Welcome, then Step → Actions in strict turn (docs/protoc
 * anything else (``UNAVAILABLE`` from a draining or unreachable pool, ``RESOURCE_EXHAUSTED``,
   ``DEADLINE_EXCEEDED``, a lost connection): log one line, wait a capped exponential backoff with
   full jitter, dial again on a fresh channel (which may land on another replica). The pool treated
-  the broken stream as a truncation of every env, so the client resets all its envs first. Before
+  the broken stream as a truncation of every env, so the client resets all its envs first, unless
+  the pool asked it to resume (``impala.core.stream_end``: a drain or a stream past the pool's
+  ``max_connection_age_s``): then it dials at once and sends the observations of the Step the pool
+  recorded and did not answer, so no env step is lost and no episode restarts. Before
   the first ``Welcome`` the attempts are bounded (``connect_attempts``; a wrong address must not
   retry forever) and ``run`` raises ``UnreachableError``; after it the client reconnects forever,
   as pool restarts and rebalancing need.
@@ -38,6 +41,7 @@ from impala.actorpool.v1 import actorpool_pb2, actorpool_pb2_grpc
 from impala.client import wire
 from impala.client.simulator import Array, BatchStep, EnvBatch, action_space
 from impala.core.backoff import Backoff
+from impala.core.stream_end import asks_to_resume
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +91,7 @@ class ClientConfig:
     token: str = ""
     tls: bool = False
     tls_ca: bytes | None = None
+    tls_server_name: str = ""  # the name to check in the pool's certificate ("" = the address's host)
     name: str = "impala-env"
     reconnect_on_reset: bool = False
     max_steps: int = 0
@@ -106,6 +111,7 @@ class ClientStats:
     episodes: int = 0
     streams: int = 0
     failures: int = 0
+    resumed: int = 0  # streams the pool ended asking to resume (drain, max connection age)
     policy_version: int = -1
     recent_returns: deque[float] = field(default_factory=lambda: deque(maxlen=100))
 
@@ -133,6 +139,7 @@ class EnvClient:
         self._stop = asyncio.Event()
         self._returns = np.zeros(batch.num_envs, np.float64)
         self._window = (time.monotonic(), 0)
+        self._unanswered: Array | None = None  # observations of the Step sent last and not yet answered
 
     async def run(self, stop: asyncio.Event | None = None) -> ClientStats:
         """Run until ``stop`` is set or ``max_steps`` env steps are done; raises ``ClientError``."""
@@ -148,9 +155,14 @@ class EnvClient:
                         obs = await self._stream(channel, obs)
             except (grpc.aio.AioRpcError, _StreamLostError, asyncio.InvalidStateError) as err:
                 # InvalidStateError: grpc.aio's answer to a write on a stream the pool already ended with OK.
-                self._failed(err)
-                obs = None  # the pool truncated every env of the broken stream: start fresh episodes
-                await self._wait(self.backoff.next_delay())
+                if isinstance(err, grpc.aio.AioRpcError) and asks_to_resume(err.trailing_metadata()):
+                    self.stats.resumed += 1
+                    log.info("pool ended the stream to rebalance; resuming", extra={"detail": err.details()})
+                    obs = self._unanswered
+                else:
+                    self._failed(err)
+                    obs = None  # the pool truncated every env of the broken stream: start fresh episodes
+                await self._wait(self.backoff.next_delay())  # jittered: streams rotated together spread out
         log.info("env client stopped", extra=self._summary())
         return self.stats
 
@@ -159,12 +171,17 @@ class EnvClient:
         return self._stop.is_set() or (limit > 0 and self.stats.env_steps >= limit)
 
     def _channel(self) -> grpc.aio.Channel:
-        options = [
+        options: list[tuple[str, int | str]] = [
             ("grpc.max_send_message_length", self.config.max_message_bytes),
             ("grpc.max_receive_message_length", self.config.max_message_bytes),
             ("grpc.keepalive_time_ms", 30_000),  # notices a dead pool behind NAT or a load balancer
             ("grpc.keepalive_timeout_ms", 10_000),
+            # A fresh connection per channel (gRPC shares them between equal channels of a process): a
+            # stream the pool rotated reconnects through the load balancer, which may pick a new replica.
+            ("grpc.use_local_subchannel_pool", 1),
         ]
+        if self.config.tls_server_name:  # dialing a load balancer's IP, or a port-forward on 127.0.0.1
+            options.append(("grpc.ssl_target_name_override", self.config.tls_server_name))
         if self.config.tls or self.config.tls_ca is not None:
             credentials = grpc.ssl_channel_credentials(root_certificates=self.config.tls_ca)
             return grpc.aio.secure_channel(self.config.address, credentials, options=options)
@@ -174,6 +191,7 @@ class EnvClient:
         """One stream; returns the next episode's first observation when it closed for a reset-by-
         reconnect, None when the client is finished."""
         call: Call = actorpool_pb2_grpc.ActorPoolStub(channel).Connect(metadata=self._metadata)
+        self._unanswered = obs
         watchdog = asyncio.ensure_future(self._cancel_after_stop(call))
         try:
             envs, space = self.batch.num_envs, action_space(self.batch)
@@ -201,8 +219,10 @@ class EnvClient:
                 self._count(result)
                 if self.config.reconnect_on_reset and result.ended[0]:
                     message, next_obs, closing = wire.last_step_before_reconnect(result), result.observation, True
+                    self._unanswered = next_obs  # resuming after this Step starts the next episode
                 else:
                     message, closing = wire.batch_step(result), self._finished()
+                    self._unanswered = result.observation
             await self._close(call)
             return None if self._finished() else next_obs
         finally:

@@ -35,6 +35,7 @@ def client_config(settings: ClientSettings) -> ClientConfig:
         token=settings.bearer_token(),
         tls=settings.tls,
         tls_ca=settings.tls_ca.read_bytes() if settings.tls_ca is not None else None,
+        tls_server_name=settings.tls_server_name,
         name=settings.client_name or f"{socket.gethostname()}-{os.getpid()}",
         reconnect_on_reset=settings.reconnect_on_reset,
         max_steps=settings.max_steps,

@@ -20,6 +20,13 @@ class ClientSettings(BearerToken):
     env: str = Field("CartPole-v1", description="Gymnasium environment id.")
     num_envs: int = Field(16, ge=1, le=65_536, description="Envs stepped in lockstep per stream.")
     tls_ca: Path | None = Field(None, description="PEM CA bundle; enables TLS.")
+    tls_server_name: str = Field(
+        "",
+        description=(
+            "Name to check in the pool's certificate instead of the address's host (dialing a load "
+            "balancer's IP or a port-forward; the chart's NOTES print it)."
+        ),
+    )
     reconnect_on_reset: bool = Field(
         False,
         description="One env per stream, redialed at every episode end; num_envs such streams run side by side.",
