@@ -44,6 +44,25 @@ def _frozen(**values: Any) -> MappingProxyType[str, Any]:
 # The shorter lr-decay horizon is ADR 0002's.
 _CARTPOLE = Preset("CartPole-v1", _frozen(total_steps=1_000_000, entropy_cost=0.001))
 
+# Pendulum-v1 (continuous, Gaussian head): rewards in [-16.3, 0] must not be clipped to [-1, 1]; with
+# the default clip 0.5 on the global gradient norm the critic's large gradients shrank the policy's steps
+# to nothing (unsolved at 2M env steps for every seed), so the clip is torchbeast's 40. A short horizon
+# (γ 0.9, as in rl-zoo's tuned Pendulum agents), normalized advantages and longer, larger batches
+# reached −300 in 0.9M–1.25M env steps for seeds 0/1/2 (ADR 0026).
+_PENDULUM = Preset(
+    "Pendulum-v1",
+    _frozen(
+        reward_clipping="none",
+        discounting=0.9,
+        normalize_advantages=True,
+        entropy_cost=0.0,
+        unroll_length=20,
+        batch_size=16,
+        grad_norm_clipping=40.0,
+        total_steps=2_000_000,
+    ),
+)
+
 # ALE/*: torchbeast's Atari configuration (sum-reduced losses, RMSprop ε 0.01, T 80), the IMPALA paper's
 # shallow network; ADR 0002 holds its provenance.
 _TORCHBEAST_ATARI = Preset(
@@ -64,7 +83,9 @@ _TORCHBEAST_ATARI = Preset(
     ),
 )
 
-PRESETS: MappingProxyType[str, Preset] = MappingProxyType({"CartPole-v1": _CARTPOLE, "ALE/": _TORCHBEAST_ATARI})
+PRESETS: MappingProxyType[str, Preset] = MappingProxyType(
+    {"CartPole-v1": _CARTPOLE, "Pendulum-v1": _PENDULUM, "ALE/": _TORCHBEAST_ATARI}
+)
 
 _DEFAULT = Preset()
 
