@@ -30,6 +30,8 @@ def _needs(module: str, extra: str) -> pytest.MarkDecorator:
 FAMILIES = [
     pytest.param("CartPole-v1", [], id="cartpole"),
     pytest.param("Acrobot-v1", [], id="acrobot"),
+    # Continuous actions (Gaussian head) and its preset's T 20, B 16 on both sides of the wire.
+    pytest.param("Pendulum-v1", [], id="pendulum"),
     pytest.param("impala.envs:impala/CartPoleNoVelocity-v0", ["--use-lstm"], id="cartpole-no-velocity-lstm"),
     pytest.param(
         "impala.envs:impala/MinAtar-Breakout-v1", [], id="minatar-breakout", marks=_needs("minatar", "minatar")
