@@ -21,6 +21,7 @@ from pydantic_settings import BaseSettings
 from impala.actorpool.settings import ActorPoolSettings
 from impala.control.settings import ControlSettings
 from impala.core.env_spec import ACTION_TYPES, OBSERVATION_DTYPES
+from impala.core.settings import fields_in_scope
 from impala.learner.settings import LearnerSettings
 from impala.weights.settings import WeightsSettings
 
@@ -35,13 +36,9 @@ COMPONENTS: dict[str, type[BaseSettings]] = {
 }
 # `shared` holds fields of both the pools and the learner; the pools' class describes them.
 SHARED_FROM: type[BaseSettings] = ActorPoolSettings
-MODEL = frozenset({"run", "env", "env_spec", "model", "hidden_size", "use_lstm", "unroll_length"})
-# Fields set once in `shared`, so the pools and the learner cannot disagree.
+# Fields set once in `shared` (scope run or wire, declared on the field), so the services cannot disagree.
 SHARED: dict[str, frozenset[str]] = {
-    "actorpool": MODEL,
-    "learner": MODEL,
-    "weights": frozenset({"run"}),
-    "control": frozenset({"run"}),
+    component: fields_in_scope(settings, scopes=("run", "wire")) for component, settings in COMPONENTS.items()
 }
 _ADDRESS = "the chart binds all interfaces"
 _PORT = "<component>.containerPort: Service, probes and NetworkPolicy must use the same port"
@@ -63,7 +60,8 @@ _SERVER = {
     "token_file": _TOKEN_FILE,
     "insecure": _INSECURE,
 }
-# Settings fields the chart owns, with the reason. Anything else is a `config` key.
+# Settings fields the chart owns (exactly the fields of scope deployment; ``check_owned``), with the reason.
+# Anything else is a `config` key.
 CHART_OWNED: dict[str, dict[str, str]] = {
     "actorpool": {
         **_SERVER,
@@ -175,9 +173,22 @@ def config_keys(component: str) -> list[str]:
     return sorted(fields - set(CHART_OWNED[component]) - SHARED[component])
 
 
+def check_owned() -> None:
+    """``CHART_OWNED`` lists exactly each component's deployment-scoped fields (it adds only the reasons)."""
+    for component, settings in COMPONENTS.items():
+        declared = fields_in_scope(settings, scopes=("deployment",))
+        if declared != set(CHART_OWNED[component]):
+            raise SystemExit(
+                f"CHART_OWNED[{component!r}] disagrees with the fields {settings.__name__} declares deployment-scoped: "
+                f"missing {sorted(declared - set(CHART_OWNED[component]))}, "
+                f"extra {sorted(set(CHART_OWNED[component]) - declared)}"
+            )
+
+
 def generate(schema: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
     """``schema`` with its generated parts replaced from the settings classes (and the `shared` keys of
     values.yaml)."""
+    check_owned()
     props = schema["properties"]
     for component, settings in COMPONENTS.items():
         props[component]["properties"]["config"] = config_schema(settings, config_keys(component))

@@ -7,16 +7,25 @@ from typing import Annotated, Literal, Self
 
 from pydantic import Field, model_validator
 
-from impala.core.settings import CASELESS, ModelSettings, TokenSettings, WeightsToken
+from impala.core.settings import CASELESS, DEPLOYMENT, ModelSettings, TokenSettings, WeightsToken
 
 
 class ActorPoolSettings(TokenSettings, ModelSettings, WeightsToken):
     """gRPC ingress for env clients: batched inference, rollout building, backpressure."""
 
-    host: str = Field("0.0.0.0", description="Address to listen on.")
-    port: int = Field(50051, ge=0, le=65535, description="gRPC port for env clients (0 = any free port).")
-    pool_id: str = Field("", description="Replica id stamped on rollouts and status; default: hostname-pid.")
-    unroll_length: int = Field(10, ge=1, le=10_000, description="T, steps per rollout.")
+    host: str = Field("0.0.0.0", description="Address to listen on.", json_schema_extra=DEPLOYMENT)
+    port: int = Field(
+        50051,
+        ge=0,
+        le=65535,
+        description="gRPC port for env clients (0 = any free port).",
+        json_schema_extra=DEPLOYMENT,
+    )
+    pool_id: str = Field(
+        "",
+        description="Replica id stamped on rollouts and status; default: hostname-pid.",
+        json_schema_extra=DEPLOYMENT,
+    )
     max_batch_size: int = Field(1024, ge=1, le=65_536, description="Most env observations in one inference pass.")
     batch_timeout_s: float = Field(
         0.001,
@@ -39,10 +48,18 @@ class ActorPoolSettings(TokenSettings, ModelSettings, WeightsToken):
     max_message_bytes: int = Field(16 * 1024 * 1024, ge=1024, description="Largest accepted gRPC message.")
     handshake_timeout_s: float = Field(10.0, gt=0, description="A client that sends no Hello within this is dropped.")
     idle_timeout_s: float = Field(300.0, gt=0, description="A client silent this long between steps is dropped.")
-    weights_address: str = Field("", description="host:port of the weight service; empty = keep the initial weights.")
-    checkpoint: Path | None = Field(None, description="Checkpoint file to load initial weights from.")
-    tls_cert: Path | None = Field(None, description="PEM certificate; with tls_key serves TLS.")
-    tls_key: Path | None = Field(None, description="PEM private key for tls_cert.")
+    weights_address: str = Field(
+        "",
+        description="host:port of the weight service; empty = keep the initial weights.",
+        json_schema_extra=DEPLOYMENT,
+    )
+    checkpoint: Path | None = Field(
+        None, description="Checkpoint file to load initial weights from.", json_schema_extra=DEPLOYMENT
+    )
+    tls_cert: Path | None = Field(
+        None, description="PEM certificate; with tls_key serves TLS.", json_schema_extra=DEPLOYMENT
+    )
+    tls_key: Path | None = Field(None, description="PEM private key for tls_cert.", json_schema_extra=DEPLOYMENT)
     buffer_capacity: int = Field(4096, ge=1, description="Rollouts the Redis stream may hold before backpressure.")
     shed_when_full: bool = Field(
         False, description="Drop (count and log) rollouts when the buffer is full instead of waiting."

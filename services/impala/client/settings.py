@@ -8,7 +8,7 @@ from typing import Annotated, Literal, Self
 from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
-from impala.core.settings import CASELESS, BearerToken, LogFormat, LogLevel
+from impala.core.settings import CASELESS, DEPLOYMENT, RUN, BearerToken, LogFormat, LogLevel
 
 
 class ClientSettings(BearerToken):
@@ -16,16 +16,19 @@ class ClientSettings(BearerToken):
 
     model_config = SettingsConfigDict(env_prefix="IMPALA_", extra="forbid", frozen=True)
 
-    address: str = Field("127.0.0.1:50051", description="host:port of the ActorPool ingress.")
-    env: str = Field("CartPole-v1", description="Gymnasium environment id.")
+    address: str = Field(
+        "127.0.0.1:50051", description="host:port of the ActorPool ingress.", json_schema_extra=DEPLOYMENT
+    )
+    env: str = Field("CartPole-v1", description="Gymnasium environment id.", json_schema_extra=RUN)
     num_envs: int = Field(16, ge=1, le=65_536, description="Envs stepped in lockstep per stream.")
-    tls_ca: Path | None = Field(None, description="PEM CA bundle; enables TLS.")
+    tls_ca: Path | None = Field(None, description="PEM CA bundle; enables TLS.", json_schema_extra=DEPLOYMENT)
     tls_server_name: str = Field(
         "",
         description=(
             "Name to check in the pool's certificate instead of the address's host (dialing a load "
             "balancer's IP or a port-forward; the chart's NOTES print it)."
         ),
+        json_schema_extra=DEPLOYMENT,
     )
     reconnect_on_reset: bool = Field(
         False,

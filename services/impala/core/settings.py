@@ -46,6 +46,37 @@ class Caseless:
 
 
 CASELESS = Caseless()
+
+Scope = Literal["run", "wire", "deployment", "tuning"]
+"""Who decides a setting, declared once on its field (``json_schema_extra=RUN | WIRE | DEPLOYMENT``; a
+field that declares none is ``tuning``). Every list of fields by role derives from it: the chart's
+``shared`` block and its chart-owned fields (scripts/chart_schema.py), what ``impala local``'s plan
+copies between services or sets per session, and which settings it offers as flags.
+
+- ``run``: one value for every service of a run (its name, env, model): the chart's ``shared``.
+- ``wire``: fixed by the protocol between pools and learner (T): shared the same way.
+- ``deployment``: wiring set by whoever deploys (addresses, ports, secrets, mounted paths, replica ids):
+  chart-owned, set per session by ``impala local``, never read from a config file.
+- ``tuning``: everything else: a chart ``config`` key and an ``impala local`` flag.
+"""
+RUN: dict[str, Any] = {"scope": "run"}
+WIRE: dict[str, Any] = {"scope": "wire"}
+DEPLOYMENT: dict[str, Any] = {"scope": "deployment"}
+
+
+def scope_of(settings: type[BaseSettings], name: str) -> Scope:
+    """The declared scope of one field (``tuning`` when none is declared)."""
+    extra = settings.model_fields[name].json_schema_extra
+    scope = extra.get("scope", "tuning") if isinstance(extra, dict) else "tuning"
+    assert scope in typing.get_args(Scope), f"{settings.__name__}.{name}: unknown scope {scope!r}"
+    return typing.cast(Scope, scope)
+
+
+def fields_in_scope(*classes: type[BaseSettings], scopes: tuple[Scope, ...]) -> frozenset[str]:
+    """The fields of ``classes`` whose scope is one of ``scopes``."""
+    return frozenset(name for cls in classes for name in cls.model_fields if scope_of(cls, name) in scopes)
+
+
 LogLevel = Annotated[Literal["DEBUG", "INFO", "WARNING", "ERROR"], CASELESS]
 LogFormat = Annotated[Literal["json", "text"], CASELESS]
 ModelKind = Annotated[Literal["auto", "mlp", "shallow", "resnet"], CASELESS]
@@ -108,11 +139,20 @@ class ServiceSettings(BaseSettings):
         "default",
         pattern=r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$",
         description="Run name; scopes every Redis key.",
+        json_schema_extra=RUN,
     )
-    redis_url: str = Field("redis://127.0.0.1:6379/0", description="Redis URL (redis:// or rediss://).")
+    redis_url: str = Field(
+        "redis://127.0.0.1:6379/0", description="Redis URL (redis:// or rediss://).", json_schema_extra=DEPLOYMENT
+    )
     log_level: LogLevel = Field("INFO", description="Log level.")
     log_format: LogFormat = Field("json", description="Log line format.")
-    metrics_port: int = Field(0, ge=0, le=65535, description="Port of the Prometheus /metrics endpoint; 0 disables it.")
+    metrics_port: int = Field(
+        0,
+        ge=0,
+        le=65535,
+        description="Port of the Prometheus /metrics endpoint; 0 disables it.",
+        json_schema_extra=DEPLOYMENT,
+    )
 
     def public_dict(self) -> dict[str, Any]:
         """The settings as JSON-safe values with every secret masked (``public_values``)."""
@@ -138,8 +178,12 @@ class BearerToken(BaseSettings):
 
     model_config = ServiceSettings.model_config
 
-    token: SecretStr = Field(SecretStr(""), description="Bearer token (servers require it, clients send it).")
-    token_file: Path | None = Field(None, description="File holding the bearer token (wins over token).")
+    token: SecretStr = Field(
+        SecretStr(""), description="Bearer token (servers require it, clients send it).", json_schema_extra=DEPLOYMENT
+    )
+    token_file: Path | None = Field(
+        None, description="File holding the bearer token (wins over token).", json_schema_extra=DEPLOYMENT
+    )
 
     @model_validator(mode="after")
     def _token_file_exists(self) -> Self:
@@ -156,9 +200,13 @@ class WeightsToken(BaseSettings):
 
     model_config = ServiceSettings.model_config
 
-    weights_token: SecretStr = Field(SecretStr(""), description="Bearer token of the weight service (empty = none).")
+    weights_token: SecretStr = Field(
+        SecretStr(""), description="Bearer token of the weight service (empty = none).", json_schema_extra=DEPLOYMENT
+    )
     weights_token_file: Path | None = Field(
-        None, description="File holding the weight service's token (wins over weights_token)."
+        None,
+        description="File holding the weight service's token (wins over weights_token).",
+        json_schema_extra=DEPLOYMENT,
     )
 
     @model_validator(mode="after")
@@ -174,7 +222,9 @@ class WeightsToken(BaseSettings):
 class TokenSettings(ServiceSettings, BearerToken):
     """Bearer-token authentication shared by the gRPC ingress and the control API."""
 
-    insecure: bool = Field(False, description="Allow running without any token. Never in production.")
+    insecure: bool = Field(
+        False, description="Allow running without any token. Never in production.", json_schema_extra=DEPLOYMENT
+    )
 
     @model_validator(mode="after")
     def _token_or_insecure(self) -> Self:
@@ -187,7 +237,8 @@ class TokenSettings(ServiceSettings, BearerToken):
 
 
 class ModelSettings(BaseSettings):
-    """The policy model. ActorPool and learner must agree (the weight fingerprint enforces it)."""
+    """What the pools and the learner of a run must agree on: the env, the policy model (the weight
+    fingerprint enforces it) and T (the rollout's shape)."""
 
     # Same config as ServiceSettings: a mixin with pydantic's default config would reset env_prefix.
     model_config = ServiceSettings.model_config
@@ -198,6 +249,7 @@ class ModelSettings(BaseSettings):
             "Gymnasium environment id (module:Id imports module first); fixes the observation and action "
             "spaces unless env_spec is set, and must agree with env_spec when both are set."
         ),
+        json_schema_extra=RUN,
     )
     env_spec: Path | None = Field(
         None,
@@ -205,10 +257,20 @@ class ModelSettings(BaseSettings):
             "JSON or YAML file declaring the observation and action spaces (docs/bring-your-own-env.md); "
             "the model is built from it, no Gymnasium env needed."
         ),
+        json_schema_extra=RUN,
     )
-    model: ModelKind = Field("auto", description="Network: auto picks mlp for vectors, shallow CNN for images.")
-    hidden_size: int = Field(64, ge=1, le=8192, description="Width of the MLP layers and of the LSTM core.")
-    use_lstm: bool = Field(False, description="Add an LSTM core (state reset at episode starts).")
+    model: ModelKind = Field(
+        "auto", description="Network: auto picks mlp for vectors, shallow CNN for images.", json_schema_extra=RUN
+    )
+    hidden_size: int = Field(
+        64, ge=1, le=8192, description="Width of the MLP layers and of the LSTM core.", json_schema_extra=RUN
+    )
+    use_lstm: bool = Field(
+        False, description="Add an LSTM core (state reset at episode starts).", json_schema_extra=RUN
+    )
+    unroll_length: int = Field(
+        10, ge=1, le=10_000, description="T, steps per rollout (pools and learner agree).", json_schema_extra=WIRE
+    )
     device: Annotated[str, BeforeValidator(_lower)] = Field(
         "auto",
         pattern=r"^(auto|cpu|cuda(:\d+)?)$",

@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
-from impala.core.settings import CASELESS, ModelSettings, ServiceSettings, WeightsToken
+from impala.core.settings import CASELESS, DEPLOYMENT, ModelSettings, ServiceSettings, WeightsToken
 
 
 class LearnerSettings(ServiceSettings, ModelSettings, WeightsToken):
@@ -19,9 +19,10 @@ class LearnerSettings(ServiceSettings, ModelSettings, WeightsToken):
     model_config = ServiceSettings.model_config
 
     consumer: str = Field(
-        "", description="Consumer name in the learners group; default: hostname. With N ranks, '-r<RANK>' is appended."
+        "",
+        description="Consumer name in the learners group; default: hostname. With N ranks, '-r<RANK>' is appended.",
+        json_schema_extra=DEPLOYMENT,
     )
-    unroll_length: int = Field(10, ge=1, le=10_000, description="T, steps per rollout (must match the pools).")
     batch_size: int = Field(
         8, ge=1, le=4096, description="B, rollouts per update (all ranks together: each reads B / WORLD_SIZE)."
     )
@@ -52,8 +53,12 @@ class LearnerSettings(ServiceSettings, ModelSettings, WeightsToken):
     rmsprop_epsilon: float = Field(0.01, gt=0, description="RMSprop epsilon.")
     rmsprop_momentum: float = Field(0.0, ge=0, lt=1, description="RMSprop momentum.")
     publish_interval: int = Field(1, ge=1, description="Publish weights every this many updates.")
-    weights_address: str = Field("127.0.0.1:50052", description="host:port of the weight service.")
-    checkpoint_dir: Path = Field(Path("checkpoints"), description="Directory for checkpoints.")
+    weights_address: str = Field(
+        "127.0.0.1:50052", description="host:port of the weight service.", json_schema_extra=DEPLOYMENT
+    )
+    checkpoint_dir: Path = Field(
+        Path("checkpoints"), description="Directory for checkpoints.", json_schema_extra=DEPLOYMENT
+    )
     checkpoint_interval_s: float = Field(600.0, gt=0, description="Seconds between periodic checkpoints.")
     keep_checkpoints: int = Field(3, ge=1, description="Checkpoints kept; older ones are deleted.")
     max_policy_lag: int = Field(0, ge=0, description="Drop rollouts more than this many versions old (0 = keep all).")

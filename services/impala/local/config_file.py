@@ -24,17 +24,9 @@ from impala.local.plan import SESSION_FIELDS
 
 # The services whose hyperparameters ``impala local`` exposes, under their config.json names.
 TUNED_SERVICES: dict[str, type[BaseSettings]] = {"learner": LearnerSettings, "actorpool": ActorPoolSettings}
-# Wiring, not hyperparameters: set by the plan for every session.
-_WIRING = SESSION_FIELDS | {
-    "redis_url",
-    "checkpoint_dir",
-    "checkpoint",
-    "tls_cert",
-    "tls_key",
-    "env",
-    "env_spec",  # impala local --env-spec: the run's spaces, not a hyperparameter
-    "status_interval_s",
-}
+# Not hyperparameters: the plan's per-session fields (deployment wiring among them), the run's spaces
+# (impala local's own --env / --env-spec) and the heartbeat period the live display reads.
+_WIRING = SESSION_FIELDS | {"env", "env_spec", "status_interval_s"}
 # Options of ``impala local`` that a file may set (run_dir and resume belong to one invocation).
 LOCAL_KEYS = frozenset(
     {"env", "clients", "envs_per_client", "pools", "target_return", "use_target", "max_seconds", "max_env_steps",

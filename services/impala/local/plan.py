@@ -22,23 +22,24 @@ from impala.client.settings import ClientSettings
 from impala.control.settings import ControlSettings
 from impala.core.presets import preset
 from impala.core.redis_server import free_port
-from impala.core.settings import with_presets
+from impala.core.settings import fields_in_scope, with_presets
 from impala.learner.settings import LearnerSettings
 from impala.weights.settings import WeightsSettings
 
 HOST = "127.0.0.1"
 BUFFER_BATCHES = 2
 
-# Fields that belong to one session of the stack (fresh on every start, never carried over on resume).
-SESSION_FIELDS = frozenset(
-    {"run", "redis_url", "host", "port", "metrics_port", "token", "token_file", "insecure", "address",
-     "weights_address", "weights_token", "weights_token_file", "checkpoint_dir", "checkpoint", "pool_id", "consumer", "seed",
-     "client_name", "log_level", "log_format", "num_envs"}
-)  # fmt: skip
+_SERVICES = (LearnerSettings, ActorPoolSettings, WeightsSettings, ControlSettings, ClientSettings)
+# Fields that belong to one session of the stack (fresh on every start, never carried over on resume):
+# the deployment-scoped wiring the plan sets, and what impala local's own options decide per session.
+SESSION_FIELDS = fields_in_scope(*_SERVICES, scopes=("deployment",)) | {
+    "run", "seed", "client_name", "log_level", "log_format", "num_envs"
+}  # fmt: skip
 
 
-# Fields that must agree across services: the plan copies the learner's into pools and clients.
-_DERIVED = frozenset({"env", "env_spec", "model", "hidden_size", "use_lstm", "unroll_length"})
+# Fields that must agree across services (scope run or wire): the plan copies the learner's into pools
+# and clients; the run's name is the session's.
+_DERIVED = fields_in_scope(LearnerSettings, scopes=("run", "wire")) - {"run"}
 
 
 @dataclass(frozen=True)
