@@ -8,7 +8,8 @@ volumeClaimTemplate volumes as files, bind-mounted at their mountPaths (``subPat
 honoured) over an overlay of this machine's root (``launcher.py``); the env as Kubernetes builds it
 (image ENV, Service links, envFrom, env with ``valueFrom`` and ``$(VAR)``); the command as Kubernetes
 builds it from the container's ``command``/``args`` and the Dockerfile target's ENTRYPOINT/CMD; the
-pod's user, groups (fsGroup) and read-only root. Probes run as the kubelet runs them: httpGet, tcpSocket
+volumes owned by the pod's fsGroup and its read-only root (not its
+user: processes run as root, as this machine's Python lives under /root, mode 0700). Probes run as the kubelet runs them: httpGet, tcpSocket
 and grpc against the pod's IP from the node (the root namespace), exec inside the container (nsenter).
 
 Not stood in for: scheduling, resource limits (every pod shares this machine's cores), readiness gating
@@ -201,12 +202,8 @@ class Cluster:
     # -- pods -------------------------------------------------------------------------------------
     def start(self, pod: Pod) -> None:
         container, security = pod.container, pod.spec.get("securityContext", {})
-        own = container.get("securityContext", {})
-        pod.uid, pod.gid = (
-            own.get("runAsUser", security.get("runAsUser")),
-            own.get("runAsGroup", security.get("runAsGroup")),
-        )
-        groups = [g for g in [security.get("fsGroup"), *security.get("supplementalGroups", [])] if g is not None]
+        # runAsUser is not applied: this machine's Python lives under /root (0700), the images' does not.
+        own, groups = container.get("securityContext", {}), list[int]()
         target = IMPALA_IMAGE.search(container["image"])
         pod.env = self._env(pod, target.group(1) if target else None)
         argv = self._argv(container, pod.env, target.group(1) if target else None)

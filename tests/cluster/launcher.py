@@ -23,6 +23,20 @@ def mount(*args: str) -> None:
     subprocess.run(["mount", *args], check=True)
 
 
+def inside(root: Path, path: str) -> Path:
+    """``path`` as the container sees it: symlinks on the way (``/var/run -> /run``) resolve under ``root``,
+    never onto this machine's own tree."""
+    resolved = root
+    for part in Path(path).parts[1:]:
+        candidate = resolved / part
+        hops = 0
+        while candidate.is_symlink() and hops < 40:
+            link, hops = os.readlink(candidate), hops + 1
+            candidate = root / link.lstrip("/") if link.startswith("/") else candidate.parent / link
+        resolved = candidate
+    return resolved
+
+
 def bind(source: str, target: Path, readonly: bool) -> None:
     if Path(source).is_dir():
         target.mkdir(parents=True, exist_ok=True)
@@ -45,11 +59,11 @@ def main(spec_path: str) -> None:
     for fs in ("proc", "dev", "sys"):
         mount("--rbind", f"/{fs}", str(root / fs))
     for source, target, readonly in [*spec["binds"], [spec["hosts"], "/etc/hosts", True]]:
-        bind(source, root / target.lstrip("/"), readonly)
+        bind(source, inside(root, target), readonly)
     for target in spec["tmpfs"]:
-        (root / target.lstrip("/")).mkdir(parents=True, exist_ok=True)
-        mount("-t", "tmpfs", "tmpfs", str(root / target.lstrip("/")))
-    (root / spec["cwd"].lstrip("/")).mkdir(parents=True, exist_ok=True)
+        inside(root, target).mkdir(parents=True, exist_ok=True)
+        mount("-t", "tmpfs", "tmpfs", str(inside(root, target)))
+    inside(root, spec["cwd"]).mkdir(parents=True, exist_ok=True)
     if spec["readonly_root"]:
         mount("-o", "remount,bind,ro", str(root))
     os.chroot(root)
