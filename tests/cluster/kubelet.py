@@ -176,7 +176,6 @@ class Cluster:
         sh("ip", "-n", netns, "addr", "add", f"{ip}/24", "dev", "eth0")
         for dev in ("lo", "eth0"):
             sh("ip", "-n", netns, "link", "set", dev, "up")
-        sh("ip", "-n", netns, "route", "add", "default", "via", f"{self.subnet}.1")
         return netns, ip
 
     def hosts(self, pod_name: str, ip: str) -> str:
@@ -226,9 +225,12 @@ class Cluster:
         home = self.workdir / pod.name
         home.mkdir(parents=True, exist_ok=True)
         (home / "hosts").write_text(self.hosts(pod.name, pod.ip))
+        # The kubelet's resolv.conf (search path, ndots) with no DNS server behind it: names come from hosts.
+        search = f"{pod.namespace}.svc.cluster.local svc.cluster.local cluster.local"
+        (home / "resolv.conf").write_text(f"search {search}\noptions ndots:5\nnameserver 127.0.0.1\n")
         spec = {
             "hostname": pod.name[:63], "layers": str(home / "layers"), "hosts": str(home / "hosts"),
-            "binds": binds, "tmpfs": list(tmpfs), "readonly_root": readonly, "cwd": cwd,
+            "binds": [*binds, (str(home / "resolv.conf"), "/etc/resolv.conf", True)], "tmpfs": list(tmpfs), "readonly_root": readonly, "cwd": cwd,
             "uid": pod.uid, "gid": pod.gid if pod.gid is not None else pod.uid, "groups": list(groups),
             "argv": argv, "env": env,
         }  # fmt: skip
