@@ -217,9 +217,9 @@ class Cluster:
         argv: list[str],
         env: dict[str, str],
         binds: list[tuple[str, str, bool]],
-        tmpfs: list[str] = (),  # type: ignore[assignment]
+        tmpfs: tuple[str, ...] | list[str] = (),
         readonly: bool = False,
-        groups: list[int] = (),  # type: ignore[assignment]
+        groups: tuple[int, ...] | list[int] = (),
         cwd: str = "/",
     ) -> subprocess.Popen[bytes]:
         home = self.workdir / pod.name

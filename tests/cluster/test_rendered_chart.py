@@ -33,7 +33,6 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -62,10 +61,10 @@ pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
 
 @pytest.fixture
-def cluster_workdir(tmp_path: Path) -> Iterator[Path]:
+def cluster_workdir(tmp_path: Path) -> Path:
     if os.geteuid() != 0 or not netns_works():
         pytest.skip("needs root and `ip netns` (CI runs as root)")
-    yield tmp_path
+    return tmp_path
 
 
 def notes_steps(notes: str) -> dict[int, list[str]]:
