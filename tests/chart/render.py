@@ -49,23 +49,28 @@ def _chart() -> helm_python.Chart:
     return helm_python.Chart.load(str(CHART))
 
 
-def render_templates(*layers: Mapping[str, Any]) -> dict[str, str]:
+def render_templates(*layers: Mapping[str, Any], name: str = RELEASE, namespace: str = NAMESPACE) -> dict[str, str]:
     """Template path -> rendered text for the merged value layers (later layers win)."""
     values: dict[str, Any] = {}
     for layer in layers:
         values = merge(values, layer)
-    result: dict[str, str] = _chart().render(values, name=RELEASE, namespace=NAMESPACE)
+    result: dict[str, str] = _chart().render(values, name=name, namespace=namespace)
     return result
 
 
-def render(*layers: Mapping[str, Any]) -> list[Manifest]:
-    """Every Kubernetes object the chart renders (NOTES.txt excluded), in template order."""
+def parse(templates: Mapping[str, str]) -> list[Manifest]:
+    """Every Kubernetes object of rendered templates (NOTES.txt excluded), in template order."""
     objects: list[Manifest] = []
-    for path, text in sorted(render_templates(*layers).items()):
+    for path, text in sorted(templates.items()):
         if path.endswith("NOTES.txt"):
             continue
         objects.extend(doc for doc in yaml.safe_load_all(text) if doc)
     return objects
+
+
+def render(*layers: Mapping[str, Any]) -> list[Manifest]:
+    """Every Kubernetes object the chart renders (NOTES.txt excluded), in template order."""
+    return parse(render_templates(*layers))
 
 
 def find(objects: list[Manifest], kind: str, name: str | None = None) -> Iterator[Manifest]:

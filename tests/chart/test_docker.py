@@ -4,7 +4,6 @@ No Docker engine here, so nothing is built."""
 
 from __future__ import annotations
 
-import json
 import re
 import shutil
 import subprocess
@@ -20,9 +19,9 @@ from impala.client.settings import ClientSettings
 from impala.control.settings import ControlSettings
 from impala.learner.settings import LearnerSettings
 from impala.weights.settings import WeightsSettings
+from tests.chart.dockerfile import DOCKERFILE, chain, entrypoint, stages
 from tests.chart.render import ROOT, render
 
-DOCKERFILE = ROOT / "docker" / "Dockerfile"
 COMPOSE = ROOT / "docker" / "compose.yaml"
 COMMANDS: dict[str, type[BaseSettings]] = {
     "actorpool": ActorPoolSettings,
@@ -33,26 +32,6 @@ COMMANDS: dict[str, type[BaseSettings]] = {
 }
 TARGETS = ("control", "weights", "cpu", "cuda")
 HADOLINT = shutil.which("hadolint") or shutil.which("hadolint", path=str(Path(sys.executable).parent))
-
-
-def stages() -> dict[str, tuple[str, list[str]]]:
-    """Stage name -> (the image or stage it starts FROM, its instruction lines)."""
-    out: dict[str, tuple[str, list[str]]] = {}
-    current: list[str] = []
-    for line in re.sub(r"\\\n\s*", " ", DOCKERFILE.read_text()).splitlines():
-        if match := re.match(r"FROM\s+(\S+)\s+AS\s+(\S+)", line, re.IGNORECASE):
-            current = []
-            out[match.group(2)] = (match.group(1), current)
-        elif line and not line.startswith("#"):
-            current.append(line)
-    return out
-
-
-def chain(target: str) -> list[str]:
-    """Instructions of a target including the stages it is built FROM (ancestors first)."""
-    all_stages = stages()
-    parent, lines = all_stages[target]
-    return [*(chain(parent) if parent in all_stages else []), *lines]
 
 
 def hadolint(path: Path) -> subprocess.CompletedProcess[str]:
@@ -162,12 +141,3 @@ def test_chart_images_are_dockerfile_targets_whose_contents_run_the_rendered_com
                 if obj["metadata"]["name"].endswith("learner"):
                     gpus = int(values.get("learner", {}).get("gpus", 1))
                     assert target == ("cuda" if gpus else "cpu")
-
-
-def entrypoint(target: str) -> list[str]:
-    """The exec-form ENTRYPOINT in force for ``target`` (the last one along its FROM chain)."""
-    found: list[str] = []
-    for line in chain(target):
-        if line.startswith("ENTRYPOINT"):
-            found = json.loads(line.removeprefix("ENTRYPOINT").strip())
-    return found
