@@ -7,7 +7,6 @@ may continue on the `##` lines below it. ``--check`` exits 1 when the committed 
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
 import sys
@@ -76,17 +75,9 @@ def render() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Regenerate helm/impala/README.md from values.yaml.")
-    parser.add_argument("--check", action="store_true", help="Exit 1 when the committed README is stale.")
-    args = parser.parse_args(argv)
-    text = render()
-    if args.check:
-        if not README.exists() or README.read_text() != text:
-            sys.stderr.write("helm/impala/README.md is stale: run `python scripts/chart_readme.py`\n")
-            return 1
-        return 0
-    README.write_text(text)
-    return 0
+    from generated import write_or_check  # scripts/ is on sys.path when this runs as a script
+
+    return write_or_check(README, render, "Regenerate helm/impala/README.md from values.yaml.", argv)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,6 @@ resolve what a user leaves out (impala.core.presets, ADR 0024). The rest of the 
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -203,17 +202,9 @@ def render() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Regenerate the settings parts of values.schema.json.")
-    parser.add_argument("--check", action="store_true", help="Exit 1 when the committed schema is stale.")
-    args = parser.parse_args(argv)
-    text = render()
-    if args.check:
-        if SCHEMA.read_text() != text:
-            sys.stderr.write("values.schema.json is stale: run `python scripts/chart_schema.py`\n")
-            return 1
-        return 0
-    SCHEMA.write_text(text)
-    return 0
+    from generated import write_or_check  # scripts/ is on sys.path when this runs as a script
+
+    return write_or_check(SCHEMA, render, "Regenerate the settings parts of values.schema.json.", argv)
 
 
 if __name__ == "__main__":
