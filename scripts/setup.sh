@@ -10,6 +10,9 @@ STAMP="$VENV/.installed"
 need_apt=()
 command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
 command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus)
+# tests/cluster runs the rendered chart's pods in network namespaces and the NOTES' commands (curl).
+command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
+command -v curl >/dev/null 2>&1 || need_apt+=(curl)
 if ((${#need_apt[@]})); then
   if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then
     echo "setup: installing Debian packages: ${need_apt[*]}"
