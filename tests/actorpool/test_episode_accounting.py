@@ -3,7 +3,7 @@ flag, or the client closing the stream (reset-by-reconnect), also right at a rol
 
 from __future__ import annotations
 
-from impala.client import ClientConfig, EnvClient, SimulatorBatch
+from impala.client import ClientSettings, EnvClient, SimulatorBatch
 from tests.actorpool.harness import decoded, running_pool
 from tests.client.scripted_pool import Counter
 
@@ -17,7 +17,7 @@ TERMINAL = (False, True, True, False, False, True, False, False)
 async def test_reset_by_reconnect_records_every_episode_once() -> None:
     simulator = Counter(0, LENGTHS, TERMINAL)
     async with running_pool(unroll_length=T) as (pool, sink):
-        config = ClientConfig(f"127.0.0.1:{pool.port}", reconnect_on_reset=True, max_steps=sum(LENGTHS))
+        config = ClientSettings(address=f"127.0.0.1:{pool.port}", reconnect_on_reset=True, max_steps=sum(LENGTHS))
         stats = await EnvClient(SimulatorBatch([simulator]), config).run()
         assert stats.streams == len(LENGTHS) and stats.episodes == len(LENGTHS)
     records = decoded(sink)

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 
 import numpy as np
 
-from impala.client import ClientConfig, EnvClient, SimulatorBatch
+from impala.client import ClientSettings, EnvClient, SimulatorBatch
 from tests.actorpool.harness import decoded, running_pool
 from tests.client.scripted_pool import Counter, eventually
 
@@ -23,7 +23,7 @@ async def test_streams_rotate_at_max_age_and_clients_resume_without_losing_a_ste
     envs = 2
     async with running_pool(unroll_length=10_000, max_connection_age_s=0.2) as (pool, sink):
         batch = SimulatorBatch([Counter(i, LONG, (False,)) for i in range(envs)])
-        config = ClientConfig(f"127.0.0.1:{pool.port}", backoff_base_s=0.01)
+        config = ClientSettings(address=f"127.0.0.1:{pool.port}", backoff_base_s=0.01)
         client = EnvClient(batch, config)
         stop = asyncio.Event()
         task = asyncio.create_task(client.run(stop))
@@ -87,7 +87,7 @@ async def test_scaling_out_moves_about_half_the_streams_within_one_max_age() -> 
     ):
         balancer.backends.append(first.port)
         stop = asyncio.Event()
-        config = ClientConfig(f"127.0.0.1:{balancer.port}", backoff_base_s=0.01)
+        config = ClientSettings(address=f"127.0.0.1:{balancer.port}", backoff_base_s=0.01)
         tasks = [
             asyncio.create_task(EnvClient(SimulatorBatch([Counter(i, LONG, (False,))]), config).run(stop))
             for i in range(clients)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from impala.client import ClientConfig, ClientError, EnvClient, SimulatorBatch
+from impala.client import ClientError, ClientSettings, EnvClient, SimulatorBatch
 from tests.actorpool.harness import decoded, running_pool
 from tests.client.scripted_pool import Counter
 
@@ -17,7 +17,7 @@ async def test_pool_records_the_episodes_the_client_played(num_envs: int, reconn
     # The step budget ends each env exactly at an episode end, so every episode is complete.
     batch = SimulatorBatch([Counter(i, (3, 4), (True, False)) for i in range(num_envs)])
     async with running_pool(unroll_length=5) as (pool, sink):
-        config = ClientConfig(f"127.0.0.1:{pool.port}", max_steps=num_envs * 14, reconnect_on_reset=reconnect)
+        config = ClientSettings(address=f"127.0.0.1:{pool.port}", max_steps=num_envs * 14, reconnect_on_reset=reconnect)
         stats = await EnvClient(batch, config).run()
         records = decoded(sink)
     assert sorted(stats.recent_returns) == [6.0] * 2 * num_envs + [10.0] * 2 * num_envs
@@ -33,5 +33,5 @@ async def test_spec_mismatch_is_not_retried() -> None:
     batch = SimulatorBatch([Counter(0, (3,), (True,))], observation_dtype=np.float64)
     async with running_pool() as (pool, _):
         with pytest.raises(ClientError, match=r"float64\[4\].*float32\[4\]") as info:
-            await EnvClient(batch, ClientConfig(f"127.0.0.1:{pool.port}")).run()
+            await EnvClient(batch, ClientSettings(address=f"127.0.0.1:{pool.port}")).run()
     assert info.value.code.name == "FAILED_PRECONDITION"

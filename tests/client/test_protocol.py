@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from impala.actorpool.v1 import actorpool_pb2
-from impala.client import ClientConfig, EnvClient, ProtocolError, SimulatorBatch, wire
+from impala.client import ClientSettings, EnvClient, ProtocolError, SimulatorBatch, wire
 from impala.core import tensors
 from impala.core.env_spec import ActionSpace
 from tests.client.scripted_pool import Counter, ScriptedPool, decode, serving
@@ -19,7 +19,7 @@ def counters(num_envs: int, lengths: tuple[int, ...], terminal: tuple[bool, ...]
 async def test_handshake_order_shapes_and_token() -> None:
     pool = ScriptedPool()
     async with serving(pool) as port:
-        config = ClientConfig(f"127.0.0.1:{port}", token="tok-123456789", name="unit", max_steps=3 * 4)
+        config = ClientSettings(address=f"127.0.0.1:{port}", token="tok-123456789", client_name="unit", max_steps=3 * 4)
         stats = await EnvClient(counters(3, (100,), (True,)), config).run()
     assert stats.env_steps == 12
     assert stats.streams == 1
@@ -49,7 +49,9 @@ async def test_handshake_order_shapes_and_token() -> None:
 async def test_actions_are_applied_to_the_right_env() -> None:
     pool = ScriptedPool()
     async with serving(pool) as port:
-        await EnvClient(counters(4, (100,), (True,)), ClientConfig(f"127.0.0.1:{port}", max_steps=4 * 6)).run()
+        await EnvClient(
+            counters(4, (100,), (True,)), ClientSettings(address=f"127.0.0.1:{port}", max_steps=4 * 6)
+        ).run()
     [stream] = pool.streams
     for sent, step in zip(stream.actions, stream.steps[1:], strict=False):
         obs = decode(step.observation)
@@ -62,7 +64,7 @@ async def test_final_observation_on_termination_and_truncation() -> None:
     batch = SimulatorBatch([Counter(0, (2,), (True,)), Counter(1, (3,), (False,)), Counter(2, (50,), (True,))])
     pool = ScriptedPool()
     async with serving(pool) as port:
-        stats = await EnvClient(batch, ClientConfig(f"127.0.0.1:{port}", max_steps=3 * 6)).run()
+        stats = await EnvClient(batch, ClientSettings(address=f"127.0.0.1:{port}", max_steps=3 * 6)).run()
     steps = pool.streams[0].steps
     expected_ends = {2: [0], 3: [1], 4: [0], 6: [0, 1]}  # step index -> envs whose episode ended there
     for k, step in enumerate(steps[1:], start=1):
@@ -93,7 +95,7 @@ async def test_reset_by_reconnect_uses_one_stream_per_episode() -> None:
     batch = SimulatorBatch([Counter(0, (2, 3), (True, False))])
     pool = ScriptedPool()
     async with serving(pool) as port:
-        config = ClientConfig(f"127.0.0.1:{port}", reconnect_on_reset=True, max_steps=2 + 3 + 2)
+        config = ClientSettings(address=f"127.0.0.1:{port}", reconnect_on_reset=True, max_steps=2 + 3 + 2)
         stats = await EnvClient(batch, config).run()
     assert stats.episodes == 3
     assert stats.streams == 3
@@ -133,7 +135,7 @@ class EndsBoth:
 async def test_terminal_at_the_time_limit_is_sent_as_terminated_only() -> None:
     pool = ScriptedPool()
     async with serving(pool) as port:
-        await EnvClient(SimulatorBatch([EndsBoth()]), ClientConfig(f"127.0.0.1:{port}", max_steps=2)).run()
+        await EnvClient(SimulatorBatch([EndsBoth()]), ClientSettings(address=f"127.0.0.1:{port}", max_steps=2)).run()
     for step in pool.streams[0].steps[1:]:
         assert list(step.terminated) == [True]
         assert list(step.truncated) == [False]
@@ -142,7 +144,7 @@ async def test_terminal_at_the_time_limit_is_sent_as_terminated_only() -> None:
 
 def test_reset_by_reconnect_needs_one_env() -> None:
     with pytest.raises(ValueError, match="num_envs=2"):
-        EnvClient(counters(2, (3,), (True,)), ClientConfig("127.0.0.1:1", reconnect_on_reset=True))
+        EnvClient(counters(2, (3,), (True,)), ClientSettings(address="127.0.0.1:1", reconnect_on_reset=True))
 
 
 @pytest.mark.parametrize(

@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+from pathlib import Path
 
 import grpc
 import numpy as np
 import pytest
 import trustme
 
-from impala.client import ClientConfig, ClientError, EnvClient, SimulatorBatch, UnreachableError
+from impala.client import ClientError, ClientSettings, EnvClient, SimulatorBatch, UnreachableError
 from impala.core.backoff import Backoff
 from tests.client.scripted_pool import Counter, ScriptedPool, decode, eventually, serving
 
@@ -40,7 +41,9 @@ async def test_retryable_statuses_reconnect_with_capped_backoff(caplog: pytest.L
     backoff = RecordingBackoff()
     caplog.set_level(logging.WARNING, logger="impala.client.client")
     async with serving(pool) as port:
-        stats = await EnvClient(batch(), ClientConfig(f"127.0.0.1:{port}", max_steps=4), backoff=backoff).run()
+        stats = await EnvClient(
+            batch(), ClientSettings(address=f"127.0.0.1:{port}", max_steps=4), backoff=backoff
+        ).run()
     assert stats.env_steps == 4
     assert stats.failures == 6
     assert stats.streams == 1
@@ -55,7 +58,9 @@ async def test_retryable_statuses_reconnect_with_capped_backoff(caplog: pytest.L
 async def test_broken_stream_resets_every_env_before_redialing() -> None:
     pool = ScriptedPool(break_after={0: 3})
     async with serving(pool) as port:
-        stats = await EnvClient(batch(), ClientConfig(f"127.0.0.1:{port}", backoff_base_s=0.01, max_steps=2 * 5)).run()
+        stats = await EnvClient(
+            batch(), ClientSettings(address=f"127.0.0.1:{port}", backoff_base_s=0.01, max_steps=2 * 5)
+        ).run()
     assert stats.failures == 1
     assert stats.streams == 2
     broken, fresh = pool.streams
@@ -74,7 +79,7 @@ async def test_fatal_statuses_are_not_retried(code: grpc.StatusCode) -> None:
     pool = ScriptedPool(refusals=[(code, "scripted refusal naming the field")] * 3)
     async with serving(pool) as port:
         with pytest.raises(ClientError, match="scripted refusal naming the field") as info:
-            await EnvClient(batch(), ClientConfig(f"127.0.0.1:{port}", backoff_base_s=0.01)).run()
+            await EnvClient(batch(), ClientSettings(address=f"127.0.0.1:{port}", backoff_base_s=0.01)).run()
     assert info.value.code == code
     assert len(pool.streams) == 1
 
@@ -83,14 +88,16 @@ async def test_a_message_over_the_size_limit_is_not_retried() -> None:
     pool = ScriptedPool()
     async with serving(pool, max_message_bytes=1024) as port:  # 100 envs x 16 bytes does not fit
         with pytest.raises(ClientError, match="larger than max") as info:
-            await EnvClient(batch(100), ClientConfig(f"127.0.0.1:{port}", backoff_base_s=0.01)).run()
+            await EnvClient(batch(100), ClientSettings(address=f"127.0.0.1:{port}", backoff_base_s=0.01)).run()
     assert info.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert len(pool.streams) == 1
 
 
 async def test_unreachable_pool_is_retried_until_stopped() -> None:
     stop = asyncio.Event()
-    client = EnvClient(batch(), ClientConfig("127.0.0.1:1", backoff_base_s=0.01, backoff_max_s=0.02))
+    client = EnvClient(
+        batch(), ClientSettings(address="127.0.0.1:1", backoff_base_s=0.01, backoff_max_s=0.02, connect_attempts=0)
+    )
     task = asyncio.create_task(client.run(stop))
     await eventually(lambda: client.stats.failures >= 3)
     stop.set()
@@ -103,7 +110,7 @@ async def test_stop_while_the_pool_holds_its_reply_cancels_after_grace() -> None
     pool = ScriptedPool()
     stop = asyncio.Event()
     async with serving(pool) as port:
-        client = EnvClient(batch(), ClientConfig(f"127.0.0.1:{port}", stop_grace_s=0.05))
+        client = EnvClient(batch(), ClientSettings(address=f"127.0.0.1:{port}", stop_grace_s=0.05))
         task = asyncio.create_task(client.run(stop))
         await eventually(lambda: pool.steps_seen >= 3)
         pool.hold.set()  # like a paused pool: the reply to the next Step never comes
@@ -126,7 +133,7 @@ async def test_stop_finishes_the_exchange_and_half_closes() -> None:
     pool = ScriptedPool()
     stop = asyncio.Event()
     async with serving(pool) as port:
-        task = asyncio.create_task(EnvClient(batch(), ClientConfig(f"127.0.0.1:{port}")).run(stop))
+        task = asyncio.create_task(EnvClient(batch(), ClientSettings(address=f"127.0.0.1:{port}")).run(stop))
         await eventually(lambda: pool.steps_seen >= 5)
         stop.set()
         stats = await asyncio.wait_for(task, 10)
@@ -137,19 +144,22 @@ async def test_stop_finishes_the_exchange_and_half_closes() -> None:
     assert stats.env_steps == 2 * (len(stream.steps) - 1)
 
 
-async def test_tls_with_a_private_ca() -> None:
+async def test_tls_with_a_private_ca(tmp_path: Path) -> None:
     ca = trustme.CA()
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.crt"))
     cert = ca.issue_cert("localhost")
     credentials = grpc.ssl_server_credentials(
         [(cert.private_key_pem.bytes(), b"".join(blob.bytes() for blob in cert.cert_chain_pems))]
     )
     pool = ScriptedPool()
     async with serving(pool, credentials=credentials) as port:
-        config = ClientConfig(f"localhost:{port}", tls_ca=ca.cert_pem.bytes(), token="tls-token-1234", max_steps=6)
+        config = ClientSettings(
+            address=f"localhost:{port}", tls_ca=tmp_path / "ca.crt", token="tls-token-1234", max_steps=6
+        )
         stats = await EnvClient(batch(), config).run()
         # A client that does not trust the CA never gets a Welcome.
         stop = asyncio.Event()
-        untrusting = EnvClient(batch(), ClientConfig(f"localhost:{port}", tls=True, backoff_base_s=0.01))
+        untrusting = EnvClient(batch(), ClientSettings(address=f"localhost:{port}", tls=True, backoff_base_s=0.01))
         task = asyncio.create_task(untrusting.run(stop))
         await eventually(lambda: untrusting.stats.failures >= 1)
         stop.set()
@@ -164,7 +174,9 @@ async def test_attempts_are_bounded_only_before_the_first_welcome() -> None:
     unavailable = (grpc.StatusCode.UNAVAILABLE, "scripted: no pool yet")
     pool = ScriptedPool(refusals=[unavailable] * 3)
     async with serving(pool) as port:
-        config = ClientConfig(f"127.0.0.1:{port}", backoff_base_s=0.01, backoff_max_s=0.02, connect_attempts=3)
+        config = ClientSettings(
+            address=f"127.0.0.1:{port}", backoff_base_s=0.01, backoff_max_s=0.02, connect_attempts=3
+        )
         with pytest.raises(UnreachableError, match="after 3 attempts") as info:
             await EnvClient(batch(), config).run()
     assert info.value.code == grpc.StatusCode.UNAVAILABLE
@@ -172,8 +184,8 @@ async def test_attempts_are_bounded_only_before_the_first_welcome() -> None:
     # Welcomed once, the same client rides out more failures than connect_attempts allows before it.
     pool = ScriptedPool(break_after={0: 2, 1: 2, 2: 2, 3: 2})
     async with serving(pool) as port:
-        config = ClientConfig(
-            f"127.0.0.1:{port}", backoff_base_s=0.01, backoff_max_s=0.02, connect_attempts=1, max_steps=2 * 10
+        config = ClientSettings(
+            address=f"127.0.0.1:{port}", backoff_base_s=0.01, backoff_max_s=0.02, connect_attempts=1, max_steps=2 * 10
         )
         stats = await EnvClient(batch(), config).run()
     assert stats.failures == 4 > config.connect_attempts

@@ -3,7 +3,7 @@
 An environment author writes a ``Simulator`` (or a Gymnasium env factory) and calls ``serve``::
 
     import numpy as np
-    from impala.client import ClientConfig, SimulatorBatch, serve
+    from impala.client import ClientSettings, SimulatorBatch, serve
 
     class Corridor:  # walk right to cell 10; observation float32[1], actions 0 (left) and 1 (right)
         num_actions = 2
@@ -16,12 +16,12 @@ An environment author writes a ``Simulator`` (or a Gymnasium env factory) and ca
             self.pos += 1 if action == 1 else -1
             return np.array([self.pos], np.float32), float(self.pos == 10), self.pos == 10, self.pos == -10
 
-    serve(SimulatorBatch(Corridor, num_envs=8), ClientConfig("pool:50051", token="s3cret"))
+    serve(SimulatorBatch(Corridor, num_envs=8), ClientSettings(address="pool:50051", token="s3cret"))
 
 ``step`` returns ``(observation, reward, terminated, truncated)``. For a Gymnasium env use
 ``GymnasiumBatch("CartPole-v1", num_envs=16)`` or ``GymnasiumBatch(lambda: MyEnv(), num_envs=16)``.
 ``serve`` runs until SIGINT/SIGTERM (it finishes the current exchange and closes the stream) or
-``ClientConfig.max_steps``, reconnects with backoff when the pool goes away, and raises ``ClientError``
+``ClientSettings.max_steps``, reconnects with backoff when the pool goes away, and raises ``ClientError``
 when the pool refuses the client. ``EnvClient.run`` is the asyncio form. The wire contract is
 docs/protocol.md.
 """
@@ -33,8 +33,9 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from impala.client.backends import EnvpoolBatch, GymnasiumBatch, make_batch
-    from impala.client.client import ClientConfig, ClientError, ClientStats, EnvClient, UnreachableError
+    from impala.client.client import ClientError, ClientStats, EnvClient, UnreachableError
     from impala.client.main import serve
+    from impala.client.settings import ClientSettings
     from impala.client.simulator import BatchStep, EnvBatch, Simulator, SimulatorBatch
     from impala.client.wire import ProtocolError
 
@@ -44,7 +45,7 @@ _HOMES = {
     "EnvpoolBatch": "backends",
     "GymnasiumBatch": "backends",
     "make_batch": "backends",
-    "ClientConfig": "client",
+    "ClientSettings": "settings",
     "ClientError": "client",
     "ClientStats": "client",
     "EnvClient": "client",
@@ -66,8 +67,8 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "BatchStep",
-    "ClientConfig",
     "ClientError",
+    "ClientSettings",
     "ClientStats",
     "EnvBatch",
     "EnvClient",

@@ -39,6 +39,7 @@ import numpy as np
 
 from impala.actorpool.v1 import actorpool_pb2, actorpool_pb2_grpc
 from impala.client import wire
+from impala.client.settings import ClientSettings
 from impala.client.simulator import Array, BatchStep, EnvBatch, action_space
 from impala.core.backoff import Backoff
 from impala.core.stream_end import asks_to_resume
@@ -83,26 +84,6 @@ class _StreamLostError(Exception):
     """The pool ended the stream without an error status while the client still wanted actions."""
 
 
-@dataclass(frozen=True)
-class ClientConfig:
-    """How to reach the pool and how to behave. ``tls_ca`` is PEM bytes; ``tls`` alone uses system roots."""
-
-    address: str
-    token: str = ""
-    tls: bool = False
-    tls_ca: bytes | None = None
-    tls_server_name: str = ""  # the name to check in the pool's certificate ("" = the address's host)
-    name: str = "impala-env"
-    reconnect_on_reset: bool = False
-    max_steps: int = 0
-    backoff_base_s: float = 0.1
-    backoff_max_s: float = 10.0
-    log_interval_s: float = 10.0
-    stop_grace_s: float = 5.0
-    connect_attempts: int = 0  # failed dials before the first Welcome that end run(); 0 = retry forever
-    max_message_bytes: int = 64 * 1024 * 1024
-
-
 @dataclass
 class ClientStats:
     """What a run did. ``streams`` counts Welcomes received, ``failures`` the streams or dials that failed."""
@@ -125,17 +106,19 @@ class EnvClient:
 
     Args:
         batch: the E envs; ``reconnect_on_reset`` needs E = 1.
-        config: address, credentials, limits.
+        config: address, credentials, limits (its env fields are ``impala env``'s, unused here).
         backoff: reconnect delays (inject a seeded one in tests).
     """
 
-    def __init__(self, batch: EnvBatch, config: ClientConfig, *, backoff: Backoff | None = None) -> None:
+    def __init__(self, batch: EnvBatch, config: ClientSettings, *, backoff: Backoff | None = None) -> None:
         if config.reconnect_on_reset and batch.num_envs != 1:
             raise ValueError(f"reconnect_on_reset runs one env per stream, got num_envs={batch.num_envs}")
         self.batch, self.config = batch, config
         self.backoff = backoff or Backoff(base_s=config.backoff_base_s, cap_s=config.backoff_max_s)
         self.stats = ClientStats()
-        self._metadata = (("authorization", f"Bearer {config.token}"),) if config.token else None
+        token = config.bearer_token()
+        self._metadata = (("authorization", f"Bearer {token}"),) if token else None
+        self._name, self._ca = config.stream_name(), config.ca_pem()
         self._stop = asyncio.Event()
         self._returns = np.zeros(batch.num_envs, np.float64)
         self._window = (time.monotonic(), 0)
@@ -182,8 +165,8 @@ class EnvClient:
         ]
         if self.config.tls_server_name:  # dialing a load balancer's IP, or a port-forward on 127.0.0.1
             options.append(("grpc.ssl_target_name_override", self.config.tls_server_name))
-        if self.config.tls or self.config.tls_ca is not None:
-            credentials = grpc.ssl_channel_credentials(root_certificates=self.config.tls_ca)
+        if self.config.tls or self._ca is not None:
+            credentials = grpc.ssl_channel_credentials(root_certificates=self._ca)
             return grpc.aio.secure_channel(self.config.address, credentials, options=options)
         return grpc.aio.insecure_channel(self.config.address, options=options)
 
@@ -195,7 +178,7 @@ class EnvClient:
         watchdog = asyncio.ensure_future(self._cancel_after_stop(call))
         try:
             envs, space = self.batch.num_envs, action_space(self.batch)
-            await self._write(call, wire.hello(self.config.name, envs, obs, space))
+            await self._write(call, wire.hello(self._name, envs, obs, space))
             reply = await self._read(call)
             if reply is None:  # stopped while dialing
                 return None

@@ -11,13 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import signal
-import socket
-from dataclasses import replace
 
 from impala.client.backends import make_batch
-from impala.client.client import ClientConfig, ClientError, ClientStats, EnvClient, UnreachableError
+from impala.client.client import ClientError, ClientStats, EnvClient, UnreachableError
 from impala.client.settings import ClientSettings
 from impala.client.simulator import EnvBatch
 from impala.client.wire import ProtocolError
@@ -28,36 +25,16 @@ from impala.core.settings import secret_values
 log = logging.getLogger(__name__)
 
 
-def client_config(settings: ClientSettings) -> ClientConfig:
-    """The ``ClientConfig`` of one stream for these settings."""
-    return ClientConfig(
-        address=settings.address,
-        token=settings.bearer_token(),
-        tls=settings.tls,
-        tls_ca=settings.tls_ca.read_bytes() if settings.tls_ca is not None else None,
-        tls_server_name=settings.tls_server_name,
-        name=settings.client_name or f"{socket.gethostname()}-{os.getpid()}",
-        reconnect_on_reset=settings.reconnect_on_reset,
-        max_steps=settings.max_steps,
-        backoff_base_s=settings.backoff_base_s,
-        backoff_max_s=settings.backoff_max_s,
-        log_interval_s=settings.log_interval_s,
-        stop_grace_s=settings.stop_grace_s,
-        connect_attempts=settings.connect_attempts,
-    )
-
-
 def build_clients(settings: ClientSettings) -> list[EnvClient]:
     """One vector client, or ``num_envs`` one-env clients in reset-by-reconnect mode."""
-    config = client_config(settings)
     if not settings.reconnect_on_reset:
-        return [EnvClient(make_batch(settings.backend, settings.env, settings.num_envs, settings.seed), config)]
+        return [EnvClient(make_batch(settings.backend, settings.env, settings.num_envs, settings.seed), settings)]
     n = settings.num_envs
     share = -(-settings.max_steps // n)  # ceil: every stream does its part of the budget
     return [
         EnvClient(
             make_batch(settings.backend, settings.env, 1, settings.seed + i),
-            replace(config, name=f"{config.name}-{i}", max_steps=share),
+            settings.model_copy(update={"client_name": f"{settings.stream_name()}-{i}", "max_steps": share}),
         )
         for i in range(n)
     ]
@@ -80,7 +57,7 @@ async def run_clients(clients: list[EnvClient], stop: asyncio.Event) -> list[Cli
     return [r for r in results if isinstance(r, ClientStats)]
 
 
-def serve(batch: EnvBatch, config: ClientConfig) -> ClientStats:
+def serve(batch: EnvBatch, config: ClientSettings) -> ClientStats:
     """Run one client in this thread until SIGINT/SIGTERM or ``config.max_steps``; raises ``ClientError``
     when the pool refuses it. Closes ``batch``. The SDK's one-call entry point."""
     try:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import socket
 from pathlib import Path
 from typing import Annotated, Literal, Self
 
@@ -12,7 +14,10 @@ from impala.core.settings import CASELESS, DEPLOYMENT, RUN, BearerToken, LogForm
 
 
 class ClientSettings(BearerToken):
-    """A Gymnasium vector env dialing into an ActorPool."""
+    """How an env client dials into an ActorPool and behaves: the one client configuration, of `impala env`
+    (flags, ``IMPALA_*`` variables) and of the SDK (``serve(batch, ClientSettings(address=..., ...))``).
+    ``env``, ``num_envs``, ``backend`` and ``seed`` choose the Gymnasium envs of ``impala env``; an SDK
+    caller brings its own batch and leaves them."""
 
     model_config = SettingsConfigDict(env_prefix="IMPALA_", extra="forbid", frozen=True)
 
@@ -51,8 +56,17 @@ class ClientSettings(BearerToken):
     client_name: str = Field("", max_length=128, description="Name shown in the pool's logs; default: hostname-pid.")
     log_interval_s: float = Field(10.0, gt=0, description="Period of the env steps/s log line.")
     stop_grace_s: float = Field(5.0, ge=0, description="On SIGTERM, how long to wait for the pool's pending reply.")
+    max_message_bytes: int = Field(64 * 1024 * 1024, ge=1024, description="Largest gRPC message sent or received.")
     log_level: LogLevel = Field("INFO", description="Log level.")
     log_format: LogFormat = Field("json", description="Log line format.")
+
+    def stream_name(self) -> str:
+        """The name the pool logs for this client: ``client_name``, else hostname-pid."""
+        return self.client_name or f"{socket.gethostname()}-{os.getpid()}"
+
+    def ca_pem(self) -> bytes | None:
+        """The PEM CA bundle to verify the pool with (None: system roots with ``tls``, or plaintext)."""
+        return self.tls_ca.read_bytes() if self.tls_ca is not None else None
 
     @model_validator(mode="after")
     def _check(self) -> Self:
