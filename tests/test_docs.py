@@ -16,23 +16,13 @@ from pydantic import SecretStr
 from pydantic_settings import BaseSettings
 from typer.main import get_command
 
-from impala.actorpool.settings import ActorPoolSettings
 from impala.cli import app
-from impala.client.settings import ClientSettings
-from impala.control.settings import ControlSettings
 from impala.core.presets import preset
-from impala.learner.settings import LearnerSettings
-from impala.weights.settings import WeightsSettings
+from impala.local.plan import SERVICE_SETTINGS
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
-CLASSES: list[type[BaseSettings]] = [
-    ActorPoolSettings,
-    LearnerSettings,
-    WeightsSettings,
-    ControlSettings,
-    ClientSettings,
-]
+CLASSES: list[type[BaseSettings]] = list(SERVICE_SETTINGS)
 UNITS = {"": 1.0, "s": 1.0, "ms": 1e-3, "KiB": 2.0**10, "MiB": 2.0**20, "GiB": 2.0**30, "chars": 1.0}
 NUMBER = r"(?P<value>true|false|-?\d[\d_,]*(?:\.\d+)?(?:e-?\d+)?)(?: ?(?P<unit>ms|s|KiB|MiB|GiB|chars))?"
 QUOTES = [

@@ -11,21 +11,13 @@ import pytest
 from pydantic_settings import BaseSettings
 
 from impala.actorpool.settings import ActorPoolSettings
-from impala.client.settings import ClientSettings
-from impala.control.settings import ControlSettings
 from impala.core.settings import fields_in_scope, scope_of
 from impala.learner.settings import LearnerSettings
 from impala.local import config_file, plan
-from impala.weights.settings import WeightsSettings
+from impala.local.plan import SERVICE_SETTINGS
 
 ROOT = Path(__file__).resolve().parents[2]
-CLASSES: list[type[BaseSettings]] = [
-    ActorPoolSettings,
-    LearnerSettings,
-    WeightsSettings,
-    ControlSettings,
-    ClientSettings,
-]
+CLASSES: list[type[BaseSettings]] = list(SERVICE_SETTINGS)
 
 
 def _chart_schema() -> object:

@@ -29,10 +29,11 @@ from impala.weights.settings import WeightsSettings
 HOST = "127.0.0.1"
 BUFFER_BATCHES = 2
 
-_SERVICES = (LearnerSettings, ActorPoolSettings, WeightsSettings, ControlSettings, ClientSettings)
+# Every service's settings class (the env client's included).
+SERVICE_SETTINGS = (LearnerSettings, ActorPoolSettings, WeightsSettings, ControlSettings, ClientSettings)
 # Fields that belong to one session of the stack (fresh on every start, never carried over on resume):
 # the deployment-scoped wiring the plan sets, and what impala local's own options decide per session.
-SESSION_FIELDS = fields_in_scope(*_SERVICES, scopes=("deployment",)) | {
+SESSION_FIELDS = fields_in_scope(*SERVICE_SETTINGS, scopes=("deployment",)) | {
     "run", "seed", "client_name", "log_level", "log_format", "num_envs"
 }  # fmt: skip
 
