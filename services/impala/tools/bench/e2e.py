@@ -11,7 +11,8 @@ no network) on the same seed, measured in the same run.
   included); mean over seeds 0..N-1. ``IMPALA_BENCH_E2E_SEEDS=N`` sets N (default 1, 0 skips it).
   A seed that does not solve within ``SOLVE_BUDGET_S`` is left out of the mean and counted in the name.
 - the same time to solve with ``--learners 2`` (two gloo learner ranks, each learning B/2 of every
-  batch; ADR 0022) next to ``--learners 1``, on the same seeds in the same run.
+  batch; ADR 0022) next to ``--learners 1``, on the same seeds in the same run
+  (``IMPALA_BENCH_E2E_RANKS=0`` leaves it out).
 - env steps to solve next to the in-process trainer's (sample efficiency: speed must not be bought
   with samples), and the in-process trainer's time to solve as a child process, launch to exit, so
   both sides include their start-up.
@@ -33,7 +34,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,6 +53,7 @@ from impala.tools.bench.report import Figure
 
 ENV = "CartPole-v1"
 SEEDS_VARIABLE = "IMPALA_BENCH_E2E_SEEDS"
+RANKS_VARIABLE = "IMPALA_BENCH_E2E_RANKS"  # "0" leaves out the --learners 2 comparison
 SOLVE_BUDGET_S = 300.0  # `impala local` solves CartPole in 1–2 min on 2 busy cores
 STARTUP_BUDGET_S = 180.0
 _STEPS_PER_SECOND_GUESS = 20_000  # sizes the in-process throughput run to about ``seconds``
@@ -135,11 +137,14 @@ class Throughput:
     costs: list[CostRow]
 
 
-def local_throughput(workdir: Path, seconds: float) -> Throughput:
-    clients, envs = 1, default_envs_per_client(ENV, 1)  # ``impala local``'s default layout
-    run = LocalRun(workdir, "throughput", 0, "--no-target", "--max-seconds", str(STARTUP_BUDGET_S + seconds + 60))
+def local_throughput(workdir: Path, seconds: float, extra: Sequence[str] = (), name: str = "throughput") -> Throughput:
+    """``impala local --no-target`` (plus ``extra`` flags) measured over ``seconds`` of learning."""
+    budget = str(STARTUP_BUDGET_S + seconds + 60)
+    run = LocalRun(workdir, name, 0, "--no-target", "--max-seconds", budget, *extra)
     try:
         startup = run.startup_s()
+        layout = json.loads((run.run_dir / "config.json").read_text())["local"]
+        envs = int(layout["envs_per_client"])  # each client has one Step of ``envs`` in flight
         services = read_endpoint_pids(run.run_dir / "endpoints.json")
         beats = run.heartbeats()
         next(beats)  # the first status after learning started includes the ramp-up
@@ -150,7 +155,7 @@ def local_throughput(workdir: Path, seconds: float) -> Throughput:
         after = read_cpu(services, run.proc.pid)
         rate = (steps - start_steps) / (beat - start)
         costs = cost_table(before, after, beat - start, steps - start_steps)
-        return Throughput(rate, startup, clients * envs / rate, costs)
+        return Throughput(rate, startup, int(layout["clients"]) * envs / rate, costs)
     finally:
         run.stop()
 
@@ -274,6 +279,8 @@ def bench_e2e(seconds: float) -> list[Figure]:
             for seed, (ours_t, ref_t) in enumerate(zip(local, reference, strict=True)):
                 print(f"seed {seed}: impala local {ours_t.seconds:.1f} s, {ours_t.env_steps:,.0f} env steps; "
                       f"in-process {ref_t.seconds:.1f} s, {ref_t.env_steps:,.0f} env steps", flush=True)  # fmt: skip
+            if os.environ.get(RANKS_VARIABLE, "1") == "0":
+                return figures
             ranked = [local_time_to_solve(Path(tmp), seed, target, learners=2).seconds for seed in range(n)]
             solved = sum(not math.isnan(t) for t in ranked)
             name = f"e2e {ENV} time to solve, --learners 2, mean of {solved}/{n} seeds solved"
