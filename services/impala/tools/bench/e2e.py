@@ -42,11 +42,10 @@ from typing import Any
 import redis
 
 from impala.core.inprocess import train_inprocess
-from impala.core.presets import target_return
+from impala.core.presets import preset, target_return
 from impala.core.processes import stop_group
 from impala.core.redis_keys import RunKeys
 from impala.core.redis_records import LearnerStatus
-from impala.local.plan import default_envs_per_client
 from impala.local.recorder import read_metrics
 from impala.tools.bench.process_cpu import TOTAL, CostRow, cost_table, format_table, read_cpu, read_endpoint_pids
 from impala.tools.bench.report import Figure
@@ -174,7 +173,7 @@ def inprocess_throughput(seconds: float) -> InProcess:
     result = train_inprocess(ENV, seed=0, max_env_steps=max(1, int(_STEPS_PER_SECOND_GUESS * seconds)))
     cpu = time.process_time() - cpu
     rate = result.env_steps / result.seconds
-    return InProcess(rate, cpu * 1e6 / result.env_steps, default_envs_per_client(ENV, 1) / rate)
+    return InProcess(rate, cpu * 1e6 / result.env_steps, preset(ENV).num_envs / rate)
 
 
 @dataclass(frozen=True)
