@@ -134,6 +134,7 @@ class Throughput:
     startup_s: float
     round_trip_s: float  # one client's Step → Actions → next Step (its envs / its env steps/s)
     costs: list[CostRow]
+    envs_per_step: int  # envs per client
 
 
 def local_throughput(workdir: Path, seconds: float, extra: Sequence[str] = (), name: str = "throughput") -> Throughput:
@@ -154,7 +155,7 @@ def local_throughput(workdir: Path, seconds: float, extra: Sequence[str] = (), n
         after = read_cpu(services, run.proc.pid)
         rate = (steps - start_steps) / (beat - start)
         costs = cost_table(before, after, beat - start, steps - start_steps)
-        return Throughput(rate, startup, int(layout["clients"]) * envs / rate, costs)
+        return Throughput(rate, startup, int(layout["clients"]) * envs / rate, costs, envs)
     finally:
         run.stop()
 
@@ -255,10 +256,10 @@ def bench_e2e(seconds: float) -> list[Figure]:
         )
         figures.append(
             Figure(
-                f"e2e {ENV} client round trip (Step → Actions → next Step)",
+                f"e2e {ENV} client round trip (Step → Actions → next Step), {ours.envs_per_step} envs",
                 ours.round_trip_s * 1e3,
                 "ms (lower is better)",
-                f"{trainer}: one step of its vector env",
+                f"{trainer}: one step of its {preset(ENV).num_envs} envs",
                 base.round_trip_s * 1e3,
             )
         )
