@@ -6,12 +6,17 @@ from __future__ import annotations
 
 import math
 import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
+from impala.core.processes import group_members
 from impala.tools.bench import e2e
 from impala.tools.bench.process_cpu import TOTAL, CpuReading, cost_table, format_table, read_cpu
+from tests.support import wait_for
 
 # Processes that work on every env step: each must show CPU time in any window.
 BUSY = ("env-0", "actorpool-0", "learner", "learner children", "redis", TOTAL)
@@ -37,10 +42,18 @@ def test_cost_table_sums_processes_into_rows() -> None:
 
 
 def test_read_cpu_names_a_service_and_its_children() -> None:
-    reading = read_cpu({"bench": os.getpgrp()}, supervisor=os.getpid())
+    # A service as impala local starts one: the leader of its own process group, with a helper in it.
+    script = "import subprocess, time; subprocess.Popen(['sleep', '30']); time.sleep(30)"
+    service = subprocess.Popen([sys.executable, "-c", script], start_new_session=True)
+    try:
+        wait_for(lambda: len(group_members(service.pid)), lambda n: n == 2, what="the helper to start")
+        reading = read_cpu({"svc": service.pid}, supervisor=os.getpid())
+    finally:
+        os.killpg(service.pid, signal.SIGKILL)
+        service.wait()
 
-    assert reading.rows[os.getpgrp()] == "bench"
-    assert set(reading.rows.values()) <= {"bench", "bench children", "impala local"}
+    assert sorted(reading.rows.values()) == ["impala local", "svc", "svc children"]
+    assert reading.rows[service.pid] == "svc" and reading.rows[os.getpid()] == "impala local"
     assert all(s >= 0 for s in reading.seconds.values())
 
 
