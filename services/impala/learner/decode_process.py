@@ -56,7 +56,7 @@ log = logging.getLogger(__name__)
 RETURN_EVERY = 4  # slots handed back to the child per message (before a wait: whatever is held)
 # Longest buffer read while the parent holds batches: their acks may be on the way, and on a full buffer
 # only they make room for the producers, so a read blocked for ``block_ms`` meanwhile stalls all three
-# (with 16 envs in one stream: 10 updates/s instead of ~50; docs/adr/0026-local-process-layout.md).
+# (with 16 envs in one stream: 10 updates/s instead of ~50; docs/adr/0027-local-process-layout.md).
 HELD_BLOCK_MS = 5
 _STOP_S = 5.0  # how long a stopping child may take (a read waits at most block_ms) before it is killed
 

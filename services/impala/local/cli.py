@@ -36,7 +36,7 @@ def register(app: typer.Typer) -> None:
         ] = None,
         # One process with all the preset's envs: on 2 cores it solved CartPole in 40 s vs 59.5 s for
         # 2 processes × 4 envs (seed 0, same load; ADR 0007): fewer, larger messages cost the pool less.
-        # 1 × 64 envs solved it in 13-19 s, 2 × 32 once not at all (policy collapse; ADR 0026).
+        # 1 × 64 envs solved it in 13-19 s, 2 × 32 once not at all (policy collapse; ADR 0027).
         clients: Annotated[
             int, typer.Option(min=0, help="Env client processes to start (0 = none; dial in your own).")
         ] = 1,
