@@ -82,7 +82,8 @@ def test_readme_states_the_local_defaults() -> None:
     stated = re.search(r"(\w+) env-client process", readme)
     assert stated and _number_word(stated[1]) == clients, stated
     envs = re.search(r"the preset's (\d+) envs", readme)
-    assert envs and int(envs[1]) == preset("CartPole-v1").num_envs
+    chosen = preset("CartPole-v1")
+    assert envs and int(envs[1]) == (chosen.local_envs or chosen.num_envs)
 
 
 def test_adr_0007_states_the_cartpole_preset_envs() -> None:

@@ -21,7 +21,12 @@ EXPECTED = {
         for n in (1, 4, 16)
         for what in ("fan-out", "publish end to end", "fan-out, gRPC chunks")
     ],
-    "e2e": ["e2e CartPole-v1 impala local"],
+    "e2e": [
+        "e2e CartPole-v1 impala local",
+        "e2e CartPole-v1 client round trip",
+        "e2e CartPole-v1 start-up",
+        "e2e CartPole-v1 CPU per env step",
+    ],
 }
 
 

@@ -34,3 +34,14 @@ def proc_stat(pid: int) -> list[str] | None:
     except OSError:
         return None
     return text[text.rindex(")") + 2 :].split()
+
+
+def group_members(pgid: int) -> list[int]:
+    """PIDs in a process group (Linux /proc)."""
+    members = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            fields = proc_stat(int(entry.name))
+            if fields is not None and int(fields[2]) == pgid:
+                members.append(int(entry.name))
+    return members

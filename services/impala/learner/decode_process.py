@@ -54,6 +54,10 @@ from impala.learner.prefetch import BatchFiller, Prepared
 log = logging.getLogger(__name__)
 
 RETURN_EVERY = 4  # slots handed back to the child per message (before a wait: whatever is held)
+# Longest buffer read while the parent holds batches: their acks may be on the way, and on a full buffer
+# only they make room for the producers, so a read blocked for ``block_ms`` meanwhile stalls all three
+# (with 16 envs in one stream: 10 updates/s instead of ~50; docs/adr/0027-local-process-layout.md).
+HELD_BLOCK_MS = 5
 _STOP_S = 5.0  # how long a stopping child may take (a read waits at most block_ms) before it is killed
 
 
@@ -325,8 +329,12 @@ class _Worker:
         return self.stopping
 
     def read(self, count: int, block_ms: int = 200) -> list[Entry]:
-        """The filler's read: acknowledges what the parent learned from in the same round trip."""
+        """The filler's read: acknowledges what the parent learned from in the same round trip, and
+        waits at most ``HELD_BLOCK_MS`` while the parent holds batches whose acks it may send any moment
+        (the filler takes them between reads)."""
         ids, self.to_ack = self.to_ack, []
+        if len(self.free) < len(self.slots):
+            block_ms = min(block_ms, HELD_BLOCK_MS)
         return self.consumer.read(count, block_ms, ack=ids)
 
     def drop(self, ids: Sequence[str], reason: str) -> int:

@@ -36,11 +36,15 @@ def register(app: typer.Typer) -> None:
         ] = None,
         # One process with all the preset's envs: on 2 cores it solved CartPole in 40 s vs 59.5 s for
         # 2 processes × 4 envs (seed 0, same load; ADR 0007): fewer, larger messages cost the pool less.
+        # 1 × 64 envs solved it in 13-19 s, 2 × 32 once not at all (policy collapse; ADR 0027).
         clients: Annotated[
             int, typer.Option(min=0, help="Env client processes to start (0 = none; dial in your own).")
         ] = 1,
         envs_per_client: Annotated[
-            int | None, typer.Option(min=1, help="Envs per client process (default: the env preset's envs / clients).")
+            int | None,
+            typer.Option(
+                min=1, help="Envs per client process (default: the env preset's envs for impala local / clients)."
+            ),
         ] = None,
         pools: Annotated[int, typer.Option(min=1, help="ActorPool replicas.")] = 1,
         learners: Annotated[

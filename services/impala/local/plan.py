@@ -270,8 +270,9 @@ def service_argv(command: str, settings: BaseSettings) -> list[str]:
 
 
 def default_envs_per_client(env: str, clients: int) -> int:
-    """The preset's env slots spread over ``clients`` processes (rounded up)."""
-    return max(1, -(-preset(env).num_envs // max(1, clients)))
+    """The preset's env slots for ``impala local`` spread over ``clients`` processes (rounded up)."""
+    chosen = preset(env)
+    return max(1, -(-(chosen.local_envs or chosen.num_envs) // max(1, clients)))
 
 
 def effective_config_line(learner: LearnerSettings) -> str:

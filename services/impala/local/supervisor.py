@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from impala.core.processes import proc_stat
+from impala.core.processes import group_members, proc_stat
 
 log = logging.getLogger(__name__)
 
@@ -249,19 +249,7 @@ def _group_alive(pgid: int) -> bool:
         return True
     if not Path("/proc").is_dir():
         return True
-    return any(_state(pid) not in ("Z", "X", "") for pid in _members(pgid))
-
-
-def _members(pgid: int) -> list[int]:
-    """PIDs in a process group (Linux /proc)."""
-    proc = Path("/proc")
-    members = []
-    for entry in proc.iterdir():
-        if entry.name.isdigit():
-            fields = proc_stat(int(entry.name))
-            if fields is not None and int(fields[2]) == pgid:
-                members.append(int(entry.name))
-    return members
+    return any(_state(pid) not in ("Z", "X", "") for pid in group_members(pgid))
 
 
 def _state(pid: int) -> str:
