@@ -60,7 +60,15 @@ class ActorPoolSettings(TokenSettings, ModelSettings, WeightsToken):
         None, description="PEM certificate; with tls_key serves TLS.", json_schema_extra=DEPLOYMENT
     )
     tls_key: Path | None = Field(None, description="PEM private key for tls_cert.", json_schema_extra=DEPLOYMENT)
-    buffer_capacity: int = Field(4096, ge=1, description="Rollouts the Redis stream may hold before backpressure.")
+    buffer_capacity: int = Field(
+        64,
+        ge=1,
+        description=(
+            "Rollouts the Redis stream may hold (read but unacknowledged ones included) before backpressure. "
+            "A few learner batches bound the policy lag (about capacity / batch_size versions when actors "
+            "outrun the learner); it must hold at least one learner batch of every rank."
+        ),
+    )
     shed_when_full: bool = Field(
         False, description="Drop (count and log) rollouts when the buffer is full instead of waiting."
     )

@@ -29,7 +29,7 @@ from impala.tools.bench.report import Figure
 from impala.tools.bench.rollouts import ATARI, CARTPOLE, Shape, payload, size_label
 
 _BUFFER_BYTES = 256_000_000  # capacity in bytes at most: Atari rollouts would need GBs at the default 4096
-_DEFAULT_CAPACITY = 4096  # ActorPoolSettings.buffer_capacity
+_DEFAULT_CAPACITY = 4096  # the stream bound of this benchmark: never the limit while it measures
 ROUNDS = 3
 
 
