@@ -230,7 +230,7 @@ class Cluster:
         (home / "resolv.conf").write_text(f"search {search}\noptions ndots:5\nnameserver 127.0.0.1\n")
         spec = {
             "hostname": pod.name[:63], "layers": str(home / "layers"), "hosts": str(home / "hosts"),
-            "binds": [*binds, (str(home / "resolv.conf"), "/etc/resolv.conf", True)], "tmpfs": list(tmpfs), "readonly_root": readonly, "cwd": cwd,
+            "binds": [*binds, (str(home / "resolv.conf"), "/etc/resolv.conf", True)], "tmpfs": list(tmpfs), "image_paths": [str(ROOT)], "readonly_root": readonly, "cwd": cwd,
             "uid": pod.uid, "gid": pod.gid if pod.gid is not None else pod.uid, "groups": list(groups),
             "argv": argv, "env": env,
         }  # fmt: skip

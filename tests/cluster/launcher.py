@@ -4,7 +4,8 @@ container's command in it, so the process sees exactly the rendered paths, env a
 
 The filesystem is an overlay whose lower layer is this machine's root (the "image": the repository's
 .venv is bind-mounted at the image's /opt/venv, the healthcheck script at its COPY destination), with
-the pod's volumes bind-mounted at their mountPaths and the pod's hosts file at /etc/hosts. Everything is
+the pod's volumes bind-mounted at their mountPaths and the pod's hosts file at /etc/hosts; the repository
+is bound again at its own path last, so no volume hides what the venv points into. Everything is
 private to this mount namespace (``ip netns exec`` makes one per call) and vanishes with its processes.
 Standard library only: it runs before the container's environment exists.
 """
@@ -63,6 +64,11 @@ def main(spec_path: str) -> None:
     for target in spec["tmpfs"]:
         inside(root, target).mkdir(parents=True, exist_ok=True)
         mount("-t", "tmpfs", "tmpfs", str(inside(root, target)))
+    # The image's contents that live in this repository (the venv's interpreter and console scripts, the
+    # editable install's sources) stay at their own path even when a volume or tmpfs (an emptyDir at /tmp)
+    # covers a directory above it, as a checkout under /tmp would be.
+    for path in spec["image_paths"]:
+        bind(path, inside(root, path), True)
     inside(root, spec["cwd"]).mkdir(parents=True, exist_ok=True)
     if spec["readonly_root"]:
         mount("-o", "remount,bind,ro", str(root))
