@@ -88,11 +88,19 @@ def status(url: str, header_file: Path) -> dict[str, Any]:
 
 
 def stop_and_check_probes_fail(cluster: Cluster) -> None:
-    """The probe checks can fail: once a pod's process is stopped, its probes do."""
+    """The probe checks can fail: once a pod's process is stopped, its probes do. Stopped as the kubelet
+    does: SIGTERM, then SIGKILL after the pod's ``terminationGracePeriodSeconds`` (a pool's drain within
+    its grace is tested in tests/actorpool/test_drain_process.py; one that overruns here is reported)."""
     for pod in cluster.pods:
         assert pod.process is not None
         pod.process.terminate()
-        pod.process.wait(60)
+        grace = float(pod.spec.get("terminationGracePeriodSeconds", 30))
+        try:
+            pod.process.wait(grace + 5)
+        except subprocess.TimeoutExpired:
+            print(f"\n{pod.name} overran its {grace:.0f} s grace after SIGTERM; killed. Its log:\n{cluster.log(pod)}")
+            pod.process.kill()
+            pod.process.wait(30)
         for kind in ("readinessProbe", "livenessProbe"):
             if kind in pod.container:
                 assert not cluster.probe(pod, pod.container[kind]), f"{pod.name} {kind} passes with no process"

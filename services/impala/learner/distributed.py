@@ -23,6 +23,7 @@ process group is made (``Solo``).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from collections.abc import Mapping, Sequence
@@ -40,6 +41,7 @@ log = logging.getLogger(__name__)
 
 EPISODE_SLOTS = 128  # returns per rank and turn that reach rank 0's window; beyond, only the count
 _CONTROL = 5  # stop, paused, not ready, policy version, valid steps
+_LEAVE_WAIT_S = 10.0  # how long rank 0 keeps the store up for the other ranks to leave
 
 
 class WorldError(ValueError):
@@ -152,8 +154,9 @@ class RankGroup:
         device: where gradients live (NCCL reduces on the GPU).
     """
 
-    def __init__(self, world: World, device: torch.device) -> None:
+    def __init__(self, world: World, device: torch.device, store: Any = None) -> None:
         self.world, self.device = world, device
+        self._store = store  # the rendezvous store (rank 0 hosts it): kept until every rank has left
 
     @classmethod
     def join(
@@ -189,7 +192,7 @@ class RankGroup:
         except RuntimeError as err:
             raise RankLostError(f"rendezvous of {world.size} learner ranks failed: {err}") from err
         log.info("learner ranks joined", extra={"rank": world.rank, "world_size": world.size, "backend": backend})
-        return cls(world, device)
+        return cls(world, device, store)
 
     def agree(self, *, stop: bool, paused: bool, version: int, held: Held | None) -> Turn:
         """One all-reduce (sum) of everyone's turn: flags, rank 0's pause and version, the batches."""
@@ -250,8 +253,19 @@ class RankGroup:
         return shared
 
     def close(self) -> None:
+        """Leave the world. Rank 0 hosts the store: it waits (briefly; a dead rank never signs off) until
+        every other rank has destroyed its process group, whose threads abort the process
+        ("terminate called without an active exception") when the store vanishes under them."""
+        store, self._store = self._store, None
+        size, primary = self.world.size, self.world.primary
+        if primary and store is not None and size > 1:
+            with contextlib.suppress(RuntimeError):
+                store.wait([f"left/{rank}" for rank in range(1, size)], timedelta(seconds=_LEAVE_WAIT_S))
         if dist.is_initialized():
             dist.destroy_process_group()
+        if not primary and store is not None:
+            with contextlib.suppress(RuntimeError):
+                store.set(f"left/{self.world.rank}", "1")
 
     def _all_reduce(self, tensor: Tensor, what: str) -> Tensor:
         on_device = tensor.to(self.device) if tensor.device != self.device else tensor
