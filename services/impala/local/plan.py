@@ -27,7 +27,7 @@ from impala.learner.settings import LearnerSettings
 from impala.weights.settings import WeightsSettings
 
 HOST = "127.0.0.1"
-BUFFER_BATCHES = 2
+BUFFER_BATCHES = 2  # batches the buffer holds beyond what the learner reads ahead (prefetch)
 
 # Every service's settings class (the env client's included).
 SERVICE_SETTINGS = (LearnerSettings, ActorPoolSettings, WeightsSettings, ControlSettings, ClientSettings)
@@ -161,7 +161,10 @@ def build_plan(
     learner = learners[0]
     # On one machine actors outrun the learner: a buffer of a few batches bounds the policy lag to a few
     # versions (backpressure slows the actors) instead of filling the default capacity with stale rollouts.
-    pool_fields = {"buffer_capacity": BUFFER_BATCHES * learner.batch_size, **(overrides.get("actorpool") or {})}
+    # It holds the learner's read-ahead plus BUFFER_BATCHES more: sized at the read-ahead alone, every
+    # entry is read but unacknowledged whenever the pools wait (what ImpalaBufferSaturated reports).
+    capacity = (learner.prefetch + BUFFER_BATCHES) * learner.batch_size
+    pool_fields = {"buffer_capacity": capacity, **(overrides.get("actorpool") or {})}
     model: dict[str, Any] = {
         **_spaces(top),
         "model": learner.model,
