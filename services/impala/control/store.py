@@ -49,7 +49,7 @@ class RunStore:
     async def learner_heartbeat_age(self) -> float | None:
         """Seconds since the learner's last heartbeat, None when it never wrote one."""
         heartbeat = await self.redis.hget(self.keys.learner_status, LearnerStatus.field("heartbeat"))
-        return _age(LearnerStatus.from_hash({} if heartbeat is None else {"heartbeat": heartbeat}).heartbeat)
+        return _age(LearnerStatus.parse("heartbeat", heartbeat))
 
     def learner_alive(self, age: float | None) -> bool:
         return age is not None and age <= self.learner_timeout_s
@@ -108,7 +108,7 @@ class RunStore:
                 pipe.hget(self.keys.pool_status(pool_id), PoolStatus.field("clients"))
             counts = await pipe.execute()
         clients = {
-            pool_id: PoolStatus.from_hash({"clients": n}).clients
+            pool_id: PoolStatus.parse("clients", n)
             for pool_id, n in zip(pool_ids, counts, strict=True)
             if n is not None
         }

@@ -67,6 +67,11 @@ class HashRecord(_Record):
         return out
 
     @classmethod
+    def parse(cls, name: str, raw: Any) -> Any:
+        """One field as ``HGET`` returns it (None when absent or unreadable), typed as the record says."""
+        return getattr(cls.from_hash({} if raw is None else {cls.field(name): raw}), name)
+
+    @classmethod
     def field(cls, name: str) -> str:
         """``name``, checked to be a field of this record (for HGET/HINCRBY of a single field)."""
         if name not in cls.model_fields:
@@ -83,7 +88,7 @@ class RunState(HashRecord):
     @classmethod
     def is_paused(cls, raw: Any) -> bool:
         """The ``paused`` field as ``HGET`` returns it (None, never set: running)."""
-        return cls.from_hash({} if raw is None else {"paused": raw}).paused is True
+        return cls.parse("paused", raw) is True
 
 
 class LearnerStatus(HashRecord):

@@ -61,7 +61,7 @@ def read_snapshot(client: redis.Redis, keys: RunKeys, time_s: float) -> Snapshot
         raw = client.hget(
             keys.pool_status(pool_id.decode() if isinstance(pool_id, bytes) else pool_id), PoolStatus.field("clients")
         )
-        clients += PoolStatus.from_hash({} if raw is None else {"clients": raw}).clients or 0
+        clients += PoolStatus.parse("clients", raw) or 0
     episodes = learner.episodes or 0
 
     def number(value: float | None, default: float = math.nan) -> float:
