@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import faulthandler
+import os
 from dataclasses import replace
 from pathlib import Path
 
@@ -69,11 +71,19 @@ def mean_reduced_gradient(group: RankGroup, rank: int, size: int) -> torch.Tenso
 
 
 def rank_main(rank: int, size: int, port: int, out: Path, use_lstm: bool, reduction: str) -> None:
+    # This rank's stderr (and a Python traceback on SIGABRT/SIGSEGV) goes to a file the test shows on failure.
+    log = (out / f"rank{rank}.log").open("w")
+    os.dup2(log.fileno(), 2)
+    faulthandler.enable(log)
     world = World(rank, size, 0, "127.0.0.1", port)
     group = RankGroup.join(world, backend="gloo", device=torch.device("cpu"), timeout_s=60, rendezvous_timeout_s=60)
     try:
         result = learn(use_lstm, reduction, rank, size, group)
         result["mean_grad"] = mean_reduced_gradient(group, rank, size)
+        result["out"] = str(out)
         torch.save(result, out / f"rank{rank}.pt")
     finally:
         group.close()
+    # Native threads still running after close would be torn down by the interpreter's exit (an abort).
+    threads = [(Path("/proc/self/task") / task / "comm").read_text().strip() for task in os.listdir("/proc/self/task")]
+    (out / f"rank{rank}.threads").write_text("\n".join(threads))

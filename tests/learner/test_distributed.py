@@ -28,7 +28,10 @@ def run_ranks(tmp_path: Path, use_lstm: bool, reduction: str, size: int = 2) -> 
         proc.start()
     for proc in procs:
         proc.join(180)
-        assert proc.exitcode == 0, f"rank exited with {proc.exitcode}"
+    for rank, proc in enumerate(procs):
+        log = tmp_path / f"rank{rank}.log"
+        said = log.read_text()[-4000:] if log.exists() else "(no log)"
+        assert proc.exitcode == 0, f"rank {rank} exited with {proc.exitcode}; its stderr:\n{said}"
     return [torch.load(tmp_path / f"rank{rank}.pt") for rank in range(size)]
 
 
@@ -71,6 +74,15 @@ def test_a_mean_reduced_loss_is_averaged_by_valid_steps(two_ranks: tuple[bool, s
     (data @ weight).pow(2).mean().backward()  # type: ignore[no-untyped-call]
     torch.testing.assert_close(rank0["mean_grad"], weight.grad)
     torch.testing.assert_close(rank1["mean_grad"], weight.grad)
+
+
+@pytest.mark.slow
+def test_a_rank_leaves_no_process_group_threads_behind(two_ranks: tuple[bool, str, list]) -> None:  # type: ignore[type-arg]
+    """After ``RankGroup.close`` no gloo or store thread runs on (an exit would abort on them)."""
+    run_dir = Path(two_ranks[2][0]["out"])  # type: ignore[index]
+    for rank in (0, 1):
+        threads = (run_dir / f"rank{rank}.threads").read_text().split()
+        assert not [name for name in threads if name.startswith(("gloo", "pt_gloo", "pt_tcpstore"))], threads
 
 
 def test_world_comes_from_the_torchrun_variables() -> None:

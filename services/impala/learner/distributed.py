@@ -32,12 +32,19 @@ from datetime import timedelta
 from typing import Any
 
 import torch
+import torch._dynamo  # before any process group: see the note below
 import torch.distributed as dist
 from torch import Tensor
 
 from impala.core.learn import GradientReducer
 
 log = logging.getLogger(__name__)
+
+# torch._dynamo, imported lazily by the first ``optimizer.step()``, keeps a reference to the process
+# group that exists when it is first imported: ``destroy_process_group`` then leaves the gloo threads
+# (and rank 0's store thread) running, and the interpreter's teardown destroys them still joinable
+# ("terminate called without an active exception", SIGABRT at exit; 1 exit in 16 under load). Imported
+# before the group exists, it holds none and the group's threads end at ``destroy_process_group``.
 
 EPISODE_SLOTS = 128  # returns per rank and turn that reach rank 0's window; beyond, only the count
 _CONTROL = 5  # stop, paused, not ready, policy version, valid steps
