@@ -18,6 +18,7 @@ from typing import Any
 import redis
 
 from impala.core.redis_keys import LEARNER_GROUP, RunKeys
+from impala.core.redis_records import text
 from impala.core.rollouts import from_proto
 from impala.rollout.v1 import rollout_pb2
 
@@ -50,7 +51,7 @@ def read_ledger(client: redis.Redis, keys: RunKeys) -> Ledger:
         pipe.xlen(keys.rollouts)
         pipe.xpending(keys.rollouts, LEARNER_GROUP)
         counters, length, pending = pipe.execute(raise_on_error=False)
-    numbers = {_text(k): int(v) for k, v in counters.items()}
+    numbers = {text(k): int(v) for k, v in counters.items()}
     return Ledger(
         produced=numbers.get("rollouts_produced", 0),
         consumed=numbers.get("rollouts_consumed", 0),
@@ -67,14 +68,14 @@ def stream_steps(client: redis.Redis, keys: RunKeys) -> tuple[int, list[str]]:
     entries: Any = client.xrange(keys.rollouts)
     for entry_id, fields in entries:
         steps += from_proto(rollout_pb2.Rollout.FromString(fields[b"r"])).length
-        ids.append(_text(entry_id))
+        ids.append(text(entry_id))
     return steps, ids
 
 
 def pending_ids(client: redis.Redis, keys: RunKeys) -> list[str]:
     """Ids of every entry read by some learner and not yet acknowledged."""
     rows: Any = client.xpending_range(keys.rollouts, LEARNER_GROUP, min="-", max="+", count=100_000)
-    return [_text(row["message_id"]) for row in rows]
+    return [text(row["message_id"]) for row in rows]
 
 
 def in_stream(client: redis.Redis, keys: RunKeys, ids: list[str]) -> list[str]:
@@ -84,10 +85,6 @@ def in_stream(client: redis.Redis, keys: RunKeys, ids: list[str]) -> list[str]:
             pipe.xrange(keys.rollouts, min=entry_id, max=entry_id)
         found = pipe.execute()
     return [entry_id for entry_id, rows in zip(ids, found, strict=True) if rows]
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ from redis.typing import StreamIdT
 from impala.core.backoff import Backoff
 from impala.core.redis_client import TRANSIENT_ERRORS, sync_client
 from impala.core.redis_keys import LEARNER_GROUP, RunKeys
-from impala.core.redis_records import RunCounters
+from impala.core.redis_records import RunCounters, text
 
 log = logging.getLogger(__name__)
 
@@ -193,7 +193,7 @@ class RolloutConsumer:
         if not raw:
             self._own_pending_cursor = None
             return []
-        self._own_pending_cursor = _text(raw[-1][0])
+        self._own_pending_cursor = text(raw[-1][0])
         log.info("re-reading own pending entries", extra={"consumer": self.consumer, "count": len(raw)})
         return self._entries(raw)
 
@@ -202,7 +202,7 @@ class RolloutConsumer:
         out: list[Entry] = []
         while len(out) < count:
             reply = self._with_group(functools.partial(self._claim_page, count - len(out)))
-            self._claim_cursor = _text(reply[0])
+            self._claim_cursor = text(reply[0])
             with self._held_lock:
                 out += [entry for entry in self._entries(reply[1]) if entry.id not in self._held]
             if self._claim_cursor == "0-0":
@@ -261,9 +261,9 @@ class RolloutConsumer:
                 continue
             payload = fields.get(b"r") if fields else None
             if payload is None:
-                gone.append(_text(entry_id))  # pending, but its data was deleted outside this code
+                gone.append(text(entry_id))  # pending, but its data was deleted outside this code
             else:
-                out.append(Entry(_text(entry_id), payload))
+                out.append(Entry(text(entry_id), payload))
         if gone:
             self._client.xack(self.keys.rollouts, LEARNER_GROUP, *gone)
             log.warning("pending entries without data acknowledged", extra={"consumer": self.consumer, "ids": gone})
@@ -324,7 +324,3 @@ class RolloutConsumer:
             self._backoff.reset()
             self._generation += 1
             log.info("redis reachable again", extra={"consumer": self.consumer})
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value

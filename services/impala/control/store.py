@@ -6,13 +6,12 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from typing import Any
 
 import redis.asyncio as aioredis
 
 from impala.control.models import Checkpoint, RolloutCounters, RunStatus
 from impala.core.redis_keys import RunKeys
-from impala.core.redis_records import Command, LearnerStatus, PoolStatus, RunCounters, RunState
+from impala.core.redis_records import Command, LearnerStatus, PoolStatus, RunCounters, RunState, text
 
 log = logging.getLogger(__name__)
 
@@ -27,11 +26,6 @@ if (current == '1') == (ARGV[1] == '1') then return 0 end
 redis.call('HSET', KEYS[1], 'paused', ARGV[1], 'updated_unix', ARGV[2])
 return 1
 """
-
-
-def _text(value: Any) -> str:
-    """Redis replies as str whether or not the client decodes responses."""
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 class RunStore:
@@ -90,7 +84,7 @@ class RunStore:
             last_checkpoint=learner.last_checkpoint,
             last_checkpoint_step=learner.last_checkpoint_step,
             buffer_depth=int(depth),
-            clients=await self._clients([_text(p) for p in pool_ids]),
+            clients=await self._clients([text(p) for p in pool_ids]),
             rollouts=RolloutCounters(
                 produced=counters.rollouts_produced or 0,
                 shed=counters.rollouts_shed or 0,
@@ -138,7 +132,7 @@ class RunStore:
     async def checkpoints(self) -> list[Checkpoint]:
         """Every checkpoint record, newest first."""
         raw = await self.redis.hgetall(self.keys.checkpoints)
-        records = [Checkpoint.from_json(_text(k), v) for k, v in raw.items()]
+        records = [Checkpoint.from_json(text(k), v) for k, v in raw.items()]
         return sorted(records, key=lambda r: (r.created_unix or 0.0, r.id), reverse=True)
 
 

@@ -25,7 +25,7 @@ HashValue = str | int | float
 _warned: set[tuple[str, str]] = set()
 
 
-def _text(value: Any) -> str:
+def text(value: Any) -> str:
     """Redis replies as bytes or str depending on the client's ``decode_responses``."""
     return value.decode() if isinstance(value, bytes) else str(value)
 
@@ -57,7 +57,7 @@ class HashRecord(_Record):
     @classmethod
     def from_hash(cls, raw: Mapping[Any, Any]) -> Self:
         """Parse an ``HGETALL`` reply (bytes or str); absent or unreadable fields are ``None``."""
-        return cls._lenient({_text(k): _text(v) for k, v in raw.items() if _text(v) != ""})
+        return cls._lenient({text(k): text(v) for k, v in raw.items() if text(v) != ""})
 
     def to_hash(self) -> dict[str, HashValue]:
         """The fields to ``HSET`` (None fields are left out; booleans as 0/1)."""
@@ -162,7 +162,7 @@ class CheckpointRecord(_Record):
     def from_json(cls, checkpoint_id: str, raw: Any) -> Self:
         """Parse a stored value; an unreadable one reads as failed rather than breaking a listing."""
         try:
-            return cls.model_validate({**json.loads(_text(raw)), "id": checkpoint_id})
+            return cls.model_validate({**json.loads(text(raw)), "id": checkpoint_id})
         except (ValueError, TypeError, ValidationError):
             log.warning("unreadable checkpoint record", extra={"checkpoint_id": checkpoint_id})
             return cls(id=checkpoint_id, status="failed", error="unreadable record in Redis")
@@ -181,7 +181,7 @@ class Command(_Record):
     @classmethod
     def from_fields(cls, raw: Mapping[Any, Any]) -> Self | None:
         """Parse a stream entry's fields; None for an entry without a command name."""
-        data = {_text(k): _text(v) for k, v in raw.items()}
+        data = {text(k): text(v) for k, v in raw.items()}
         return cls._lenient(data) if data.get("cmd") else None
 
     def to_fields(self) -> dict[str, HashValue]:

@@ -16,7 +16,7 @@ from typing import Any
 import redis
 
 from impala.core.redis_keys import RunKeys
-from impala.core.redis_records import LearnerStatus, PoolStatus
+from impala.core.redis_records import LearnerStatus, PoolStatus, text
 
 POOL_FRESH_S = 30.0
 
@@ -58,9 +58,7 @@ def read_snapshot(client: redis.Redis, keys: RunKeys, time_s: float) -> Snapshot
     pool_ids: Any = client.zrangebyscore(keys.pools, time.time() - POOL_FRESH_S, "+inf")
     clients = 0
     for pool_id in pool_ids:
-        raw = client.hget(
-            keys.pool_status(pool_id.decode() if isinstance(pool_id, bytes) else pool_id), PoolStatus.field("clients")
-        )
+        raw = client.hget(keys.pool_status(text(pool_id)), PoolStatus.field("clients"))
         clients += PoolStatus.parse("clients", raw) or 0
     episodes = learner.episodes or 0
 
