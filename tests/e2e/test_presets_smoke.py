@@ -14,11 +14,19 @@ from pathlib import Path
 
 import pytest
 
+from impala.core.learn import LearnConfig
+from impala.core.presets import resolve
 from impala.local.recorder import read_metrics
 
 pytestmark = pytest.mark.slow
 
 STEPS = 400
+
+
+def budget(env: str) -> int:
+    """A few hundred env steps, and at least two of the preset's batches (T × B each) for the learner."""
+    config = resolve(env, {}, {"unroll_length": LearnConfig.unroll_length, "batch_size": LearnConfig.batch_size})
+    return max(STEPS, 2 * config["unroll_length"] * config["batch_size"])
 
 
 def _needs(module: str, extra: str) -> pytest.MarkDecorator:
@@ -46,12 +54,13 @@ FAMILIES = [
 def test_env_runs_through_the_whole_stack(env: str, flags: list[str], tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     argv = [sys.executable, "-m", "impala", "local", "--env", env, "--no-target", "--no-live", *flags]
-    argv += ["--max-env-steps", str(STEPS), "--max-seconds", "240", "--run-dir", str(run_dir)]
+    steps = budget(env)
+    argv += ["--max-env-steps", str(steps), "--max-seconds", "240", "--run-dir", str(run_dir)]
     result = subprocess.run(argv, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     assert "max_env_steps:" in result.stdout, "ended at its env-step budget, not by the wall-clock guard"
     last = read_metrics(run_dir / "metrics.csv")[-1]
-    assert last["env_steps"] >= STEPS
+    assert last["env_steps"] >= steps
     assert last["learner_step"] >= 1, "the learner made updates"
     learner = json.loads((run_dir / "config.json").read_text())["services"]["learner"]
     assert learner["env"] == env
