@@ -46,6 +46,10 @@ def test_suite_runs_each_seed_through_the_stack_and_tabulates_its_metrics(tmp_pa
     results = [read_seed(seed, suite / f"seed-{seed}", 1, 300) for seed in range(2)]
     assert PUBLISHED["Acrobot-v1"].source in markdown("Acrobot-v1", results, 300)
     assert "Published" not in table
+    # Run again into the same directory: refused by name before any run, the first results untouched.
+    again = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    assert again.returncode == 2 and "already holds seed-0, seed-1" in again.stderr
+    assert (suite / "results.md").read_text() == table
 
 
 def test_suite_is_not_part_of_bench_all() -> None:

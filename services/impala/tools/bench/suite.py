@@ -27,6 +27,7 @@ from pathlib import Path
 
 import torch
 
+from impala.core.errors import UserError
 from impala.local.recorder import plot_learning_curves, read_metrics
 from impala.local.rundir import default_run_dir
 from impala.local.status import Snapshot, target_reached
@@ -185,6 +186,9 @@ def run_suite(
     cleanly (target reached or budget spent), 1 when one failed."""
     budget = max_env_steps or (PUBLISHED[env].env_steps if env in PUBLISHED else DEFAULT_BUDGET)
     suite_dir = suite_dir or default_run_dir(env, Path("runs") / "suite")
+    held = [name for seed in range(seeds) if (suite_dir / (name := f"seed-{seed}")).exists()]
+    if held:  # a seed's impala local would refuse its run dir, and its old numbers would read as new
+        raise UserError(f"{suite_dir} already holds {', '.join(held)}: give another --suite-dir or remove those")
     suite_dir.mkdir(parents=True, exist_ok=True)
     results = []
     for seed in range(seeds):
