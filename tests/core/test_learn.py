@@ -88,6 +88,30 @@ def test_learn_step_gives_finite_losses_changes_parameters_and_decays_lr() -> No
     assert state.optimizer.param_groups[0]["lr"] == pytest.approx(1e-2 * (1 - 18 / 1000))
 
 
+@pytest.mark.parametrize("lambda_", [1.0, 0.5, 0.0])
+def test_vtrace_lambda_reaches_the_value_targets(lambda_: float) -> None:
+    """The baseline loss of a step is ½ Σ (v_s − V(x_s))² with v_s the V-trace targets of the config's λ."""
+    torch.manual_seed(0)
+    config = LearnConfig(**{**CONFIG.__dict__, "vtrace_lambda": lambda_, "loss_reduction": "sum"})
+    state = make_learner_state(spec(False), config)
+    batch = collate([record(6, 6, s) for s in range(3)], "cpu")
+    with torch.no_grad():
+        out = state.model(batch.observation, episode_starts(batch), batch.initial_core_state)
+        log_prob = torch.log_softmax(out.logits[:-1], -1).gather(-1, batch.action.unsqueeze(-1)).squeeze(-1)
+        rewards, discounts = vtrace_inputs(batch, config)
+        values = out.baseline[:-1]
+        targets = vtrace.from_importance_weights(
+            log_prob - batch.behaviour_log_prob, discounts, rewards, values, out.baseline[-1], lambda_=lambda_
+        )
+        want = config.baseline_cost * 0.5 * ((targets.vs - values) ** 2 * batch.mask).sum()
+    assert learn_step(state, batch, config)["baseline_loss"] == pytest.approx(want.item(), rel=1e-5)
+
+
+def test_vtrace_lambda_outside_0_1_is_refused() -> None:
+    with pytest.raises(ValueError, match="vtrace_lambda"):
+        LearnConfig(vtrace_lambda=1.5)
+
+
 @pytest.mark.parametrize("use_lstm", [False, True])
 def test_partial_rollout_padded_gives_the_gradients_of_the_unpadded_batch(use_lstm: bool) -> None:
     T, L = 8, 5

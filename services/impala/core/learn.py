@@ -38,6 +38,7 @@ class LearnConfig:
     learning_rate: float = 1e-3
     total_steps: int = 50_000_000  # env steps over which the learning rate decays linearly to 0
     discounting: float = 0.99  # γ
+    vtrace_lambda: float = 1.0  # λ of the V-trace traces (c_t = λ·min(c̄, ρ_t)); 1 is the paper's V-trace
     baseline_cost: float = 0.5
     entropy_cost: float = 0.01
     reward_clipping: str = "abs_one"  # "abs_one" | "none"
@@ -57,6 +58,8 @@ class LearnConfig:
             raise ValueError(f"reward_clipping must be 'abs_one' or 'none', got {self.reward_clipping!r}")
         if self.optimizer not in ("adam", "rmsprop"):
             raise ValueError(f"optimizer must be 'adam' or 'rmsprop', got {self.optimizer!r}")
+        if not 0.0 <= self.vtrace_lambda <= 1.0:
+            raise ValueError(f"vtrace_lambda must be in [0, 1], got {self.vtrace_lambda}")
         if self.loss_reduction not in ("sum", "mean"):
             raise ValueError(f"loss_reduction must be 'sum' or 'mean', got {self.loss_reduction!r}")
 
@@ -185,7 +188,12 @@ def learn_step(
     target_log_prob = distributions.log_prob(space, logits, batch.action)
     # bootstrap_value = V(obs[T]); irrelevant wherever the chain was cut (discount 0) before T.
     targets = vtrace.from_importance_weights(
-        target_log_prob.detach() - batch.behaviour_log_prob, discounts, rewards, values, out.baseline[-1]
+        target_log_prob.detach() - batch.behaviour_log_prob,
+        discounts,
+        rewards,
+        values,
+        out.baseline[-1],
+        lambda_=config.vtrace_lambda,
     )
     advantages = targets.pg_advantages
     if config.normalize_advantages:

@@ -31,6 +31,13 @@ class LearnerSettings(ServiceSettings, ModelSettings, WeightsToken):
         50_000_000, ge=1, description="Env steps over which the learning rate decays linearly to 0."
     )
     discounting: float = Field(0.99, ge=0, le=1, description="Discount γ.")
+    vtrace_lambda: float = Field(
+        1.0,
+        ge=0,
+        le=1,
+        description="V-trace λ: scales the trace coefficients (c = λ·min(1, π/μ)); 1 is plain V-trace, lower "
+        "trades bias for variance as GAE's λ does.",
+    )
     baseline_cost: float = Field(0.5, ge=0, description="Weight of the baseline loss.")
     entropy_cost: float = Field(0.01, ge=0, description="Weight of the entropy loss.")
     reward_clipping: Annotated[Literal["abs_one", "none"], CASELESS] = Field(
