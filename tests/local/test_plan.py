@@ -11,6 +11,7 @@ import typer
 from pydantic_settings import BaseSettings
 from typer.testing import CliRunner
 
+from impala.buffer.capacity import rank_buffer_floor
 from impala.core.cli_options import settings_command
 from impala.core.learn import LearnConfig
 from impala.core.presets import preset
@@ -20,7 +21,6 @@ from impala.local.plan import (
     build_plan,
     child_environment,
     default_envs_per_client,
-    rank_buffer_floor,
     service_argv,
 )
 

@@ -123,6 +123,7 @@ class ActorPool:
             rollouts_shed=self.servicer.pool.stats.rollouts_shed,
             policy_version=self.policy.version,
             address=f"{self.settings.host}:{self.port}",
+            buffer_capacity=self.settings.buffer_capacity,
         )
 
 

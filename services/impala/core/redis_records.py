@@ -131,6 +131,8 @@ class PoolStatus(HashRecord):
     rollouts_shed: int | None = None
     policy_version: int | None = None
     address: str | None = None
+    # The pool's backpressure limit (actorpool.buffer_capacity): the learner checks that a batch fits.
+    buffer_capacity: int | None = None
 
 
 class RunCounters(HashRecord):

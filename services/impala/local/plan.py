@@ -18,6 +18,7 @@ from pydantic import SecretStr
 from pydantic_settings import BaseSettings
 
 from impala.actorpool.settings import ActorPoolSettings
+from impala.buffer.capacity import rank_buffer_floor
 from impala.client.settings import ClientSettings
 from impala.control.settings import ControlSettings
 from impala.core.presets import preset
@@ -207,14 +208,6 @@ def build_plan(
         pools = tuple(p.model_copy(update={"buffer_capacity": max(p.buffer_capacity, need)}) for p in pools)
     master_port = free_port(HOST) if top.learners > 1 else 0
     return Plan(run, redis_url, weights, control, learners, pools, clients, master_port)
-
-
-def rank_buffer_floor(batch_size: int, ranks: int, prefetch: int) -> int:
-    """The smallest buffer capacity with which N learner ranks cannot starve one another: every rank
-    but one may hold ``prefetch`` batches of B/N read ahead plus a batch not yet complete, and the last
-    still finds its B/N rollouts (the buffer counts what ranks hold; ADR 0022)."""
-    share = batch_size // ranks
-    return (ranks - 1) * ((prefetch + 1) * share - 1) + share
 
 
 def _spaces(top: Topology) -> dict[str, Any]:

@@ -9,16 +9,13 @@ API restarts.
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import asdict, dataclass, fields
-from typing import Any
 
 import redis
 
+from impala.core.pools import live_pools
 from impala.core.redis_keys import RunKeys
-from impala.core.redis_records import LearnerStatus, PoolStatus, text
-
-POOL_FRESH_S = 30.0
+from impala.core.redis_records import LearnerStatus
 
 
 @dataclass(frozen=True)
@@ -55,11 +52,7 @@ class Snapshot:
 def read_snapshot(client: redis.Redis, keys: RunKeys, time_s: float) -> Snapshot:
     """Read the status keys once (raises ``redis.RedisError`` when Redis is unreachable)."""
     learner = LearnerStatus.from_hash(client.hgetall(keys.learner_status))
-    pool_ids: Any = client.zrangebyscore(keys.pools, time.time() - POOL_FRESH_S, "+inf")
-    clients = 0
-    for pool_id in pool_ids:
-        raw = client.hget(keys.pool_status(text(pool_id)), PoolStatus.field("clients"))
-        clients += PoolStatus.parse("clients", raw) or 0
+    clients = sum(pool.clients or 0 for pool in live_pools(client, keys).values())
     episodes = learner.episodes or 0
 
     def number(value: float | None, default: float = math.nan) -> float:
