@@ -18,6 +18,7 @@ from typing import Protocol
 from impala.core.batch import Batch
 from impala.core.learn import LearnConfig, LearnerState, learn_step
 from impala.core.redis_records import CheckpointRecord, LearnerStatus
+from impala.learner.buffer_check import BufferCheck
 from impala.learner.checkpointing import Checkpointer, CheckpointInfo
 from impala.learner.control import CheckpointRequest, ControlPlane
 from impala.learner.distributed import Held, RankLostError, Ranks, Solo, Turn
@@ -59,6 +60,7 @@ class TrainingLoop:
     paused: bool = False  # effective: True once the loop has stopped stepping
     ranks: Ranks = field(default_factory=Solo)
     evaluation: PeriodicEvaluation | None = None  # rank 0 of a run with a Gymnasium env, when enabled
+    buffer_check: BufferCheck | None = None  # rank 0: says so when the pools' buffer cannot hold a batch
     _rate: RateMeter = field(default_factory=RateMeter)
     _status: LearnerStatus = field(default_factory=LearnerStatus)
     _held: Prepared[Batch] | None = None  # a batch that arrived just as the run was paused
@@ -77,10 +79,12 @@ class TrainingLoop:
                 self.progress.policy_version = turn.version
                 self._show_pause(turn.paused)
                 if turn.paused or not turn.ready or self._held is None:
+                    self._note_wait(starved=not turn.paused)
                     continue
                 self.metrics.batch_wait.observe(time.monotonic() - wait_started)
                 prepared, self._held = self._held, None
                 self._learn(prepared, turn)
+                self._note_wait(starved=False)
                 wait_started = time.monotonic()
         except RankLostError:
             # The state is that of the last step every rank finished: keep it for the restarted world.
@@ -109,6 +113,15 @@ class TrainingLoop:
             paused = self.control is not None and self.control.paused
         held = Held(self._held.env_steps, self._held.batch.episode_returns) if self._held is not None else None
         return self.ranks.agree(stop=stop.is_set(), paused=paused, version=self.progress.policy_version, held=held)
+
+    def _note_wait(self, *, starved: bool) -> None:
+        """Tell the buffer check whether the loop is waiting for a batch (a step or a pause ends a wait)."""
+        if self.buffer_check is None:
+            return
+        if starved:
+            self.buffer_check.starved()
+        else:
+            self.buffer_check.fed()
 
     def _show_pause(self, paused: bool) -> None:
         if paused != self.paused:

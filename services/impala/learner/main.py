@@ -17,14 +17,17 @@ import redis
 import torch
 from prometheus_client import CollectorRegistry
 
+from impala.buffer.capacity import rank_buffer_floor
 from impala.core import heap, logs, metrics
 from impala.core.device import resolve_device
 from impala.core.learn import LearnConfig, LearnerState, make_learner_state
 from impala.core.models import ModelSpec, Policy, fingerprint, spec_from_settings
+from impala.core.pools import live_pools
 from impala.core.redis_client import sync_client
 from impala.core.redis_keys import RunKeys
 from impala.core.settings import secret_values, with_presets
 from impala.core.state_codec import encode_state
+from impala.learner.buffer_check import BufferCheck
 from impala.learner.checkpointing import Checkpointer
 from impala.learner.control import ControlPlane
 from impala.learner.decode_process import DecodeConfig, DecodeProcess
@@ -159,6 +162,21 @@ def rank_device(settings: LearnerSettings, world: World) -> str:
     return f"cuda:{world.local_rank}" if device == "cuda" and world.distributed else device
 
 
+def build_buffer_check(
+    settings: LearnerSettings, client: redis.Redis, keys: RunKeys, metrics: LearnerMetrics, world: World
+) -> BufferCheck:
+    """Rank 0's check that the pools' buffer can hold a batch. One rank suffices: every rank shares
+    the pools, B and N, and waits in the same turn (ADR 0022), so each would reach the same verdict."""
+    return BufferCheck(
+        lambda: live_pools(client, keys),
+        need=rank_buffer_floor(settings.batch_size, world.size, settings.prefetch),
+        batch_size=settings.batch_size,
+        ranks=world.size,
+        gauge=metrics.buffer_too_small,
+        after_s=settings.buffer_check_after_s,
+    )
+
+
 def build_learner(settings: LearnerSettings, *, registry: CollectorRegistry, world: World | None = None) -> Learner:
     """Every part of a learner from its settings; resumes the latest checkpoint in ``checkpoint_dir``.
 
@@ -220,6 +238,7 @@ def build_learner(settings: LearnerSettings, *, registry: CollectorRegistry, wor
     client = sync_client(settings.redis_url, socket_timeout_s=5.0)
     if world.primary:
         loop.control = ControlPlane(client, keys, status=loop.status, status_interval_s=settings.status_interval_s)
+        loop.buffer_check = build_buffer_check(settings, client, keys, learner_metrics, world)
     log.info(
         "learner built",
         extra={

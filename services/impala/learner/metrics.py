@@ -33,6 +33,7 @@ class LearnerMetrics:
     last_checkpoint: LatestValue
     checkpoint_interval: Gauge
     paused: Gauge
+    buffer_too_small: Gauge
     heartbeat: Gauge
     grad_norm: Gauge
     learning_rate: Gauge
@@ -115,6 +116,11 @@ class LearnerMetrics:
                 registry=registry,
             ),
             paused=Gauge("impala_learner_paused", "1 while the run is paused (no optimizer steps).", registry=registry),
+            buffer_too_small=Gauge(
+                "impala_learner_buffer_too_small",
+                "1 while the learner is starved and no live ActorPool's buffer_capacity holds one batch (rank 0).",
+                registry=registry,
+            ),
             heartbeat=heartbeat,
             grad_norm=Gauge(
                 "impala_learner_grad_norm", "Gradient norm of the last update, before clipping.", registry=registry

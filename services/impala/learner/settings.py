@@ -73,6 +73,15 @@ class LearnerSettings(ServiceSettings, ModelSettings, WeightsToken):
         30.0, gt=0, description="Pending entries idle this long are reclaimed from dead learners."
     )
     status_interval_s: float = Field(1.0, gt=0, description="Period of the status heartbeat written to Redis.")
+    buffer_check_after_s: float = Field(
+        60.0,
+        gt=0,
+        description=(
+            "Seconds without a complete batch (paused time excluded) after which the learner compares the live "
+            "pools' buffer_capacity with the rollouts one batch needs, logging an error and setting "
+            "impala_learner_buffer_too_small when none is large enough (a deadlock); checked again as often."
+        ),
+    )
     seed: int = Field(0, description="Torch seed.")
     eval_every_updates: int = Field(
         500,
