@@ -77,9 +77,8 @@ class LearnerSettings(ServiceSettings, ModelSettings, WeightsToken):
         60.0,
         gt=0,
         description=(
-            "Seconds without a complete batch (paused time excluded) after which the learner compares the live "
-            "pools' buffer_capacity with the rollouts one batch needs, logging an error and setting "
-            "impala_learner_buffer_too_small when none is large enough (a deadlock); checked again as often."
+            "Seconds without a batch after which the learner checks that some live pool's buffer_capacity "
+            "holds one batch (else it logs an error: a deadlock)."
         ),
     )
     seed: int = Field(0, description="Torch seed.")
