@@ -260,9 +260,9 @@ class RankGroup:
         return shared
 
     def close(self) -> None:
-        """Leave the world. Rank 0 hosts the store: it waits (briefly; a dead rank never signs off) until
-        every other rank has destroyed its process group, whose threads abort the process
-        ("terminate called without an active exception") when the store vanishes under them."""
+        """Leave the world. Rank 0 hosts the store: it keeps it up (briefly; a dead rank never signs off)
+        until every other rank has destroyed its process group, so no rank's teardown finds it gone. (The
+        aborts at exit this was first written for had another cause: see the torch._dynamo note above.)"""
         store, self._store = self._store, None
         size, primary = self.world.size, self.world.primary
         if primary and store is not None and size > 1:

@@ -162,8 +162,9 @@ def build_plan(
     learner = learners[0]
     # On one machine actors outrun the learner: a buffer of a few batches bounds the policy lag to a few
     # versions (backpressure slows the actors) instead of filling the default capacity with stale rollouts.
-    # It holds the learner's read-ahead plus BUFFER_BATCHES more: sized at the read-ahead alone, every
-    # entry is read but unacknowledged whenever the pools wait (what ImpalaBufferSaturated reports).
+    # It holds the learner's prefetch plus BUFFER_BATCHES more batches.
+    # A learner-bound run still holds every entry read: the decode process reads up to prefetch + 4 batches
+    # ahead, which ImpalaBufferSaturated tells apart from a starved learner by the learner's progress.
     capacity = (learner.prefetch + BUFFER_BATCHES) * learner.batch_size
     pool_fields = {"buffer_capacity": capacity, **(overrides.get("actorpool") or {})}
     model: dict[str, Any] = {
